@@ -1,0 +1,18 @@
+"""lstmscope: see inside character-level recurrent language models."""
+
+from __future__ import annotations
+
+import logging
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str):
+    # Lazy so `import interpret` stays cheap (torch is imported only where needed).
+    if name == "ActivationStore":
+        from interpret.store import ActivationStore
+
+        return ActivationStore
+    raise AttributeError(name)

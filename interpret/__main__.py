@@ -1,0 +1,3 @@
+from interpret.cli import main
+
+raise SystemExit(main())
