@@ -209,9 +209,16 @@ def parameter_breakdown(model: CharRNN) -> list[dict]:
                 ("bias (recurrent)", b_hh[sl]),
             ):
                 rows.append(
-                    {"part": f"L{li}", "gate": names[gate], "source": source, "count": tensor.numel()}
+                    {
+                        "part": f"L{li}",
+                        "gate": names[gate],
+                        "source": source,
+                        "count": tensor.numel(),
+                    }
                 )
-    rows.append({"part": "head", "gate": "", "source": "weights", "count": model.head.weight.numel()})
+    rows.append(
+        {"part": "head", "gate": "", "source": "weights", "count": model.head.weight.numel()}
+    )
     rows.append({"part": "head", "gate": "", "source": "bias", "count": model.head.bias.numel()})
     return rows
 

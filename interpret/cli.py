@@ -1,0 +1,304 @@
+"""The ``lstmscope`` command. Parsing and printing only: every job is a library call.
+
+Errors from bad input (``LstmscopeError``, ``ValueError`` from parsing user values) become one
+line on stderr and exit code 2, never a traceback. Each command ends by saying where it wrote
+its output and what to run next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from interpret.errors import LstmscopeError
+
+log = logging.getLogger("interpret")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+# --- corpus ------------------------------------------------------------------------------------
+
+
+def cmd_corpus_list(args) -> int:
+    from interpret.recipes import RECIPES
+
+    for r in RECIPES.values():
+        print(
+            f"{r.name:20s} {r.description}{'  [fetched via pip/apt at build time]' if r.fetches else ''}"
+        )
+    return 0
+
+
+def cmd_corpus_build(args) -> int:
+    from interpret.corpus import read_documents, write_corpus
+    from interpret.recipes import RECIPES, provenance
+
+    out = Path(args.output or f"data/{args.name}")
+    extra = {"provenance": provenance()}
+    if args.name in RECIPES:
+        recipe = RECIPES[args.name]
+        kw = {}
+        if args.name == "synthetic":
+            kw = {"n_chars": args.chars or 2_000_000, "seed": args.seed}
+            extra["seed"] = args.seed
+        docs = recipe.build(**kw)
+        name = recipe.name
+    elif Path(args.name).exists() or any(c in args.name for c in "*?["):
+        report = read_documents([args.name])
+        docs, name = report.documents, "path"
+        extra["source"] = args.name
+        extra["skipped"] = dict(report.skipped)
+        print(report.summary(), file=sys.stderr)
+    else:
+        raise LstmscopeError(
+            f"unknown corpus {args.name!r}: use one of {', '.join(RECIPES)} or a path/folder/glob"
+        )
+    if not docs:
+        raise LstmscopeError(f"corpus {args.name!r} is empty on this machine")
+    manifest = write_corpus(out, docs, recipe=name, extra=extra)
+    if args.name == "synthetic":
+        _write_synthetic_labels(out, args.chars or 2_000_000, args.seed)
+    tr, va = manifest["train"], manifest["val"]
+    print(f"wrote {out}/: train {tr['chars']:,} chars ({len(tr['documents'])} documents), "
+          f"val {va['chars']:,} chars; sha256 {manifest['sha256'][:16]}")  # fmt: skip
+    print(f"next: lstmscope train --data {out} -o runs/{Path(out).name}")
+    return 0
+
+
+def _write_synthetic_labels(out: Path, n_chars: int, seed: int) -> None:
+    """Ground truth for the synthetic corpus, aligned with train.txt and val.txt."""
+    import numpy as np
+
+    from interpret.io import atomic_open
+    from interpret.synthetic import generate
+
+    gen = generate(n_chars, seed)
+    full = gen.text if gen.text.endswith("\n") else gen.text + "\n"
+    cut = len((out / "train.txt").read_text(encoding="utf-8"))
+    for split, sl in (("train", slice(0, cut)), ("val", slice(cut, len(full)))):
+        labels = {k: np.asarray(v)[sl] for k, v in gen.labels.items()}
+        with atomic_open(out / f"{split}.labels.npz", "wb") as f:
+            np.savez_compressed(f, **labels)
+
+
+# --- train / sample / info ---------------------------------------------------------------------
+
+
+def _load_train_text(args):
+    from interpret.corpus import load_text
+
+    train_src = load_text(args.data, "train")
+    if args.val_data:
+        val_src = load_text(args.val_data, "val")
+    elif len(args.data) == 1 and (Path(args.data[0]) / "manifest.json").is_file():
+        val_src = load_text(args.data, "val")
+    else:
+        val_src = None
+    return train_src, val_src
+
+
+def cmd_train(args) -> int:
+    import numpy as np
+
+    from interpret.model import ModelConfig
+    from interpret.train import TrainConfig, train
+    from interpret.vocab import Vocab
+
+    train_src, val_src = _load_train_text(args)
+    text = train_src.text
+    if val_src is None:  # no separate validation text: hold out the last 5%
+        cut = int(len(text) * 0.95)
+        text, val_text = text[:cut], text[cut:]
+    else:
+        val_text = val_src.text
+    run_dir = Path(args.output)
+    if args.resume and (run_dir / "vocab.json").is_file():
+        vocab = Vocab.load(run_dir / "vocab.json")  # the vocab must not change on resume
+    else:
+        vocab = Vocab.from_text(text, min_count=args.min_char_count)
+    train_ids, val_ids = vocab.encode(text), vocab.encode(val_text)
+    if len(val_ids) < 64:
+        raise LstmscopeError("validation text is under 64 characters; give more text")
+    cell, output = args.cell, args.output_kind
+    if cell == "lstm-c":
+        cell, output = "lstm", "c"
+    mcfg = ModelConfig(cell=cell, vocab_size=len(vocab), embed_dim=args.embed,
+                       hidden_size=args.hidden, num_layers=args.layers, dropout=args.dropout,
+                       forget_bias=args.forget_bias, output=output)  # fmt: skip
+    tcfg = TrainConfig(seq_len=args.seq_len, batch_size=args.batch, lr=args.lr,
+                       schedule=args.schedule, weight_decay=args.weight_decay,
+                       grad_clip=args.clip, max_steps=args.max_steps,
+                       max_minutes=args.max_minutes, eval_every=args.eval_every,
+                       patience=args.patience, seed=args.seed, bf16=args.bf16,
+                       device=args.device, warmup_steps=args.warmup_steps)  # fmt: skip
+    info = {"train": train_src.origin, "train_chars": len(train_ids), "val_chars": len(val_ids),
+            "vocab_size": len(vocab),
+            "unknown_val_chars": int(np.sum(val_ids == vocab.unk_id))}  # fmt: skip
+    log.info("training %s on %s chars, validating on %s", mcfg, f"{len(train_ids):,}",
+             f"{len(val_ids):,}")  # fmt: skip
+    res = train(train_ids, val_ids, vocab, mcfg, tcfg, run_dir, resume=args.resume,
+                progress=not args.quiet, data_info=info)  # fmt: skip
+    print(f"stopped ({res.stopped}) at step {res.step}: best val {res.best_val_bpc:.4f} bpc; "
+          f"wrote {run_dir}/ (best.pt, last.pt, log.csv, curve.html)")  # fmt: skip
+    if res.stopped == "interrupted":
+        print("next: resume with the same command plus --resume")
+    else:
+        print(
+            f"next: lstmscope sample {run_dir}   |   lstmscope record {run_dir} --data ... -o STORE"
+        )
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from interpret.checkpoint import load_model, pick_device
+    from interpret.sample import sample
+
+    loaded = load_model(args.run, pick_device(args.device))
+    text = sample(loaded, prime=args.prime, length=args.length, temperature=args.temperature,
+                  top_k=args.top_k, seed=args.seed)  # fmt: skip
+    sys.stdout.write(args.prime + text + "\n")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import pandas as pd
+
+    from interpret.checkpoint import load_model
+    from interpret.model import count_parameters, parameter_breakdown
+
+    loaded = load_model(args.run)
+    cfg = loaded.config
+    rows = pd.DataFrame(parameter_breakdown(loaded.model))
+    total = count_parameters(loaded.model)
+    if args.json:
+        print(json.dumps({"config": cfg.to_dict(), "info": loaded.info, "parameters": total,
+                          "breakdown": rows.to_dict("records")}, indent=1))  # fmt: skip
+        return 0
+    print(f"model: {loaded.source}")
+    for k, v in cfg.to_dict().items():
+        print(f"  {k:12s} {v}")
+    for k in ("step", "best_val_bpc", "val_bpc"):
+        if k in loaded.info:
+            v = loaded.info[k]
+            print(f"  {k:12s} {v:.4f}" if isinstance(v, float) else f"  {k:12s} {v}")
+    print(f"  vocab        {len(loaded.vocab)} characters (id 0 = unknown)")
+    print("\nparameters by layer and gate:")
+    recur = rows[rows.gate != ""]
+    if len(recur):
+        table = recur.pivot_table(index=["part", "gate"], columns="source", values="count",
+                                  aggfunc="sum", sort=False)  # fmt: skip
+        table["total"] = table.sum(axis=1)
+        print(table.to_string())
+    other = rows[rows.gate == ""]
+    for _, r in other.iterrows():
+        print(f"{r.part} {r.source}: {r['count']:,}")
+    check = int(rows["count"].sum())
+    print(f"\ntotal {total:,} parameters (breakdown sums to {check:,}"
+          f"{', matches' if check == total else ', MISMATCH'})")  # fmt: skip
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lstmscope", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("corpus", help="build or list corpora")
+    csub = c.add_subparsers(dest="corpus_command", required=True)
+    cl = csub.add_parser("list", help="list the built-in recipes")
+    cl.set_defaults(func=cmd_corpus_list)
+    cb = csub.add_parser("build", help="build a corpus folder (train.txt, val.txt, manifest.json)")
+    cb.add_argument("name", help="a recipe (see 'corpus list') or a file/folder/glob")
+    cb.add_argument("-o", "--output", help="output folder (default data/NAME)")
+    cb.add_argument("--chars", type=int, default=0, help="synthetic: number of characters")
+    cb.add_argument("--seed", type=int, default=0, help="synthetic: seed")
+    cb.set_defaults(func=cmd_corpus_build)
+
+    t = sub.add_parser("train", help="train a character-level model")
+    t.add_argument("--data", nargs="+", required=True, help="corpus folder, files, folders, globs")
+    t.add_argument(
+        "--val-data", nargs="+", help="validation text (default: the corpus's val split)"
+    )
+    t.add_argument("-o", "--output", required=True, help="run directory")
+    t.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn", "lstm-c"])
+    t.add_argument(
+        "--output-kind",
+        default="h",
+        choices=["h", "c"],
+        help="what an LSTM layer passes on: h (recurrent vector) or c (cell state)",
+    )
+    t.add_argument("--layers", type=int, default=2)
+    t.add_argument("--hidden", type=int, default=256)
+    t.add_argument("--embed", type=int, default=64)
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--forget-bias", type=float, default=1.0)
+    t.add_argument("--seq-len", type=int, default=128)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    t.add_argument("--warmup-steps", type=int, default=50)
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (0: off)")
+    t.add_argument("--max-steps", type=int, default=2000)
+    t.add_argument("--max-minutes", type=float, default=0.0)
+    t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument("--patience", type=int, default=0, help="early stop after N evals w/o gain")
+    t.add_argument("--min-char-count", type=int, default=1, help="rarer characters become unknown")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    _add_device(t)
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a model")
+    s.add_argument("run", help="run directory, checkpoint file, or 'demo'")
+    s.add_argument("--prime", default="\n")
+    s.add_argument("--length", type=int, default=500)
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-k", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0)
+    _add_device(s)
+    s.set_defaults(func=cmd_sample)
+
+    i = sub.add_parser("info", help="describe a model: config, val bpc, parameters per gate")
+    i.add_argument("run", help="run directory, checkpoint file, or 'demo'")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (LstmscopeError, ValueError, FileNotFoundError, PermissionError) as e:
+        if args.verbose:
+            raise
+        print(f"lstmscope {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lstmscope {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, read-only folder: say which file and why
+        print(f"lstmscope {args.command}: error: {e.strerror or e} ({e.filename or ''})",
+              file=sys.stderr)  # fmt: skip
+        return 1
