@@ -247,8 +247,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     data_info: dict | None = None,
+    _stop_at: int | None = None,
 ) -> TrainResult:
-    """Train (or resume) a model; everything lands in ``run_dir``. Returns why it stopped."""
+    """Train (or resume) a model; everything lands in ``run_dir``. Returns why it stopped.
+
+    ``_stop_at`` (tests) stops at that step exactly as Ctrl-C would.
+    """
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
@@ -387,7 +391,7 @@ def train(
             if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
                 stopped = "max_minutes"
                 break
-            if _stop_requested(interrupted, d):
+            if _stop_requested(interrupted, d) or (_stop_at is not None and step >= _stop_at):
                 stopped = "interrupted"
                 break
 
@@ -430,6 +434,7 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()
+        dist.destroy_process_group()  # a clean exit: no rank aborts on a peer's closed socket
     return TrainResult(run_dir, step, best, last_val, stopped)
 
 

@@ -1,0 +1,34 @@
+"""Shared fixtures: small seeded texts and models, temporary folders."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Tests are deterministic and must not fight over the two cores of a CI machine.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+CODE_SNIPPET = '''def greet(name, times=2):
+    """Say hello (politely) to [name]."""
+    for i in range(times):  # repeat
+        print("hello, %s" % name, {'n': i})
+    return [name] * times
+
+# see http://example.com/docs?x=1 for more
+class Box(object):
+    def __init__(self, items):
+        self.items = list(items)
+'''
+
+
+@pytest.fixture
+def code_text() -> str:
+    return CODE_SNIPPET * 40
