@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
             f"{path}: refused, it holds objects other than tensors and plain values ({first}); "
             "only load checkpoints written by lstmscope"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except Exception as e:  # torch raises many types on garbage (KeyError, RuntimeError, ...)
         raise CheckpointError(
             f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e)[:120]}); it may be "
             "truncated by an interrupted copy: use another checkpoint (best.pt / last.pt) or retrain"

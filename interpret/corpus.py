@@ -123,8 +123,13 @@ def read_documents(specs: list[str] | str) -> ReadReport:
     if isinstance(specs, str):
         specs = [specs]
     report = ReadReport()
+    seen: set[str] = set()  # one document per real file, however many links reach it
     for spec in specs:
         for fp in _iter_candidate_files(str(spec), report):
+            real = os.path.realpath(fp)
+            if real in seen:
+                continue
+            seen.add(real)
             try:
                 if fp.stat().st_size > MAX_FILE_BYTES:
                     report.skip(fp, f"files over {MAX_FILE_BYTES >> 20} MB")
