@@ -208,6 +208,36 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from interpret.compare import compare
+    from interpret.model import ModelConfig
+    from interpret.train import TrainConfig
+    from interpret.vocab import Vocab
+
+    train_src, val_src = _load_train_text(args)
+    text = train_src.text
+    if val_src is None:
+        cut = int(len(text) * 0.95)
+        text, val_text = text[:cut], text[cut:]
+    else:
+        val_text = val_src.text
+    vocab = Vocab.from_text(text)
+    base = ModelConfig(vocab_size=len(vocab), embed_dim=args.embed, hidden_size=args.hidden,
+                       num_layers=args.layers)  # fmt: skip
+    tcfg = TrainConfig(seq_len=args.seq_len, batch_size=args.batch, lr=args.lr,
+                       max_steps=args.max_steps, max_minutes=args.budget_minutes,
+                       eval_every=args.eval_every, seed=args.seed, device=args.device,
+                       schedule="constant")  # fmt: skip
+    table = compare(vocab.encode(text), vocab.encode(val_text), vocab, base, tcfg,
+                    _csv_list(args.cells), args.output, progress=not args.quiet)  # fmt: skip
+    print(table.to_string(index=False))
+    print(
+        f"wrote {args.output}/comparison.csv, comparison.md, comparison.html and one run per cell"
+    )
+    print(f"next: lstmscope info {args.output}/{table.cell[0]}")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -273,6 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     _add_device(s)
     s.set_defaults(func=cmd_sample)
+
+    cm = sub.add_parser("compare", help="train rnn/gru/lstm/lstm-c at one budget and compare")
+    cm.add_argument("--data", nargs="+", required=True)
+    cm.add_argument("--val-data", nargs="+")
+    cm.add_argument("--cells", default="rnn,gru,lstm,lstm-c")
+    cm.add_argument("--budget-minutes", type=float, default=5.0, help="training time per cell")
+    cm.add_argument("--layers", type=int, default=2)
+    cm.add_argument("--hidden", type=int, default=128, help="LSTM hidden size; sets the budget")
+    cm.add_argument("--embed", type=int, default=64)
+    cm.add_argument("--seq-len", type=int, default=128)
+    cm.add_argument("--batch", type=int, default=32)
+    cm.add_argument("--lr", type=float, default=2e-3)
+    cm.add_argument("--max-steps", type=int, default=1_000_000)
+    cm.add_argument("--eval-every", type=int, default=100)
+    cm.add_argument("--seed", type=int, default=0)
+    cm.add_argument("-o", "--output", required=True)
+    _add_device(cm)
+    cm.set_defaults(func=cmd_compare)
 
     i = sub.add_parser("info", help="describe a model: config, val bpc, parameters per gate")
     i.add_argument("run", help="run directory, checkpoint file, or 'demo'")

@@ -16,6 +16,7 @@ numbered ``len(palette)``.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,8 +74,9 @@ class Scale:
 
     @property
     def key(self) -> str:
-        """A CSS-safe id of the palette (not the range): equal palettes share CSS rules."""
-        return f"p{self.name}{self.n}"
+        """A CSS class naming the palette (not the range): equal palettes share CSS rules, and
+        different ones never collide, even across fragments on one notebook page."""
+        return f"p{self.name}{self.n}-{zlib.crc32(','.join(self.palette).encode()):08x}"
 
     def edges(self) -> np.ndarray:
         """Class boundaries, ``[n + 1]``: class k covers ``[edges[k], edges[k+1])``."""
@@ -89,11 +91,8 @@ def palette(name: str, n: int = DEFAULT_N_COLORS) -> tuple[str, ...]:
         raise ValueError(f"a colour scale needs at least 2 colours, got {n}")
     src, reverse = {**_DIVERGING_SOURCES, **_SEQUENTIAL_SOURCES}[name]
     cols = tuple(reversed(src)) if reverse else src
-    if len(cols) >= n * 4:
-        # Long perceptual maps: take evenly spaced entries (exact colours, no interpolation).
-        out = bp.linear_palette(cols, n)
-    else:
-        out = bp.interp_palette(cols, n)
+    # Long perceptual maps: evenly spaced entries (exact colours); short Brewer ones: interpolate.
+    out = bp.linear_palette(cols, n) if len(cols) >= n * 4 else bp.interp_palette(cols, n)
     return tuple(c.lower()[:7] for c in out)  # interp_palette may append alpha; drop it
 
 
