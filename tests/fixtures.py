@@ -1,0 +1,1 @@
+"""Shared session fixtures (placeholder until the synthetic model fixture lands)."""
