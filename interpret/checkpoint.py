@@ -158,3 +158,27 @@ def pick_device(name: str = "auto") -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise CheckpointError(f"unknown device {name!r}: use auto, cpu or cuda")
     return torch.device(name)
+
+
+def export_safetensors(
+    spec: str | Path, out_dir: str | Path, extra_info: dict | None = None
+) -> Path:
+    """Package a trained model pickle-free: ``model.safetensors`` + ``config.json`` +
+    ``vocab.json`` + ``info.json`` (how the bundled demo model ships)."""
+    from safetensors.torch import save_file
+
+    from interpret.io import atomic_write_text
+
+    loaded = load_model(spec)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in loaded.model.state_dict().items()}
+    tmp = out / ".model.safetensors.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(out / "model.safetensors")
+    atomic_write_text(out / "config.json", json.dumps({"model": loaded.config.to_dict()}, indent=1))
+    loaded.vocab.save(out / "vocab.json")
+    info = {**loaded.info, **(extra_info or {}), "source_sha256": loaded.sha256}
+    info.pop("train", None)
+    atomic_write_text(out / "info.json", json.dumps(info, indent=1, default=str))
+    return out / "model.safetensors"

@@ -41,7 +41,7 @@ def cmd_corpus_list(args) -> int:
 
 def cmd_corpus_build(args) -> int:
     from interpret.corpus import read_documents, write_corpus
-    from interpret.recipes import RECIPES, provenance
+    from interpret.recipes import RECIPES, RECORD_ONLY, provenance
 
     out = Path(args.output or f"data/{args.name}")
     extra = {"provenance": provenance()}
@@ -65,7 +65,8 @@ def cmd_corpus_build(args) -> int:
         )
     if not docs:
         raise LstmscopeError(f"corpus {args.name!r} is empty on this machine")
-    manifest = write_corpus(out, docs, recipe=name, extra=extra)
+    manifest = write_corpus(out, docs, recipe=name, extra=extra,
+                            val_fraction=0.0 if name in RECORD_ONLY else 0.05)  # fmt: skip
     if args.name == "synthetic":
         _write_synthetic_labels(out, args.chars or 2_000_000, args.seed)
     tr, va = manifest["train"], manifest["val"]
@@ -238,6 +239,113 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_record(args) -> int:
+    from interpret.checkpoint import load_model, pick_device
+    from interpret.corpus import load_text
+    from interpret.record import record
+
+    out = Path(args.output)
+    if args.if_missing and (out / "meta.json").is_file():
+        print(f"{out} already exists; next: lstmscope serve {out}")
+        return 0
+    loaded = load_model(args.run, pick_device(args.device))
+    src = load_text(args.data, args.split)
+    text, docs = src.text, list(src.documents)
+    if args.max_chars and len(text) > args.max_chars:
+        text = text[: args.max_chars]
+        docs = [(a, min(b, args.max_chars)) for a, b in docs if a < args.max_chars]
+    summary = record(loaded, text, out, documents=docs, streams=args.streams, warmup=args.warmup,
+                     kinds=_csv_list(args.kinds) if args.kinds else None,
+                     layers=[int(v) for v in _csv_list(args.layers)] if args.layers else None,
+                     force=args.force, progress=not args.quiet)  # fmt: skip
+    if summary.unknown:
+        print(f"note: {summary.unknown:,} characters were never seen in training; they were "
+              "recorded as the unknown character")  # fmt: skip
+    state = (
+        "already complete"
+        if summary.already_complete
+        else (
+            f"{summary.chars_per_s:,.0f} chars/s"
+            + (f", resumed at {summary.resumed_from:,}" if summary.resumed_from else "")
+        )
+    )
+    print(f"wrote {out}/: {summary.n:,} characters, {summary.bytes / 2**20:,.1f} MiB ({state})")
+    print(f"next: lstmscope serve {out}   |   lstmscope detect {out} -o reports/{out.name}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from interpret import export
+    from interpret.store import ActivationStore
+
+    store = ActivationStore.open(args.store)
+    neurons = args.neuron
+    if args.card:
+        contexts = None
+        try:
+            from interpret.analysis.contexts import contexts as neuron_contexts
+
+            contexts = neuron_contexts(store, neurons[0])
+        except ImportError:
+            pass
+        html = export.export_card(store, neurons[0], contexts, colormap=args.colormap)
+    elif args.find:
+        html = export.export_find(store, neurons, args.find, context=args.context,
+                                  max_matches=args.max_matches, title=args.title,
+                                  colormap=args.colormap)  # fmt: skip
+    else:
+        if not args.range:
+            raise LstmscopeError("give --range A:B, --find REGEX or --card")
+        try:
+            a, b = (int(v) for v in args.range.split(":"))
+        except ValueError:
+            raise LstmscopeError(
+                f"--range {args.range!r}: expected START:STOP, e.g. 0:4000"
+            ) from None
+        html = export.export_range(store, neurons, a, b, title=args.title, colormap=args.colormap)
+    path = export.write_html(args.output, html)
+    print(f"wrote {path} ({len(html.encode()) / 1024:,.0f} KiB); open it in any browser, offline")
+    return 0
+
+
+def corpus_group(name: str) -> str:
+    """Which corpus a document of the demo mix came from, by its name."""
+    return name.split(":", 1)[0] if name.startswith(("wiki:", "pydoc:")) else "python"
+
+
+def cmd_export_model(args) -> int:
+    from interpret.checkpoint import export_safetensors, load_model
+    from interpret.train import evaluate_bpc
+
+    loaded = load_model(args.run)
+    extra: dict = {}
+    if args.data:
+        manifest = json.loads((Path(args.data) / "manifest.json").read_text())
+        val = (Path(args.data) / manifest["val"]["file"]).read_text(encoding="utf-8")
+        groups: dict[str, list[str]] = {}
+        for d in manifest["val"]["documents"]:
+            groups.setdefault(corpus_group(d["name"]), []).append(val[d["start"] : d["stop"]])
+        bpc = {}
+        for g, parts in sorted(groups.items()):
+            ids = loaded.vocab.encode("".join(parts))
+            bpc[g] = round(evaluate_bpc(loaded.model, ids, next(loaded.model.parameters()).device,
+                                        max_chars=args.eval_chars), 4)  # fmt: skip
+            log.info(
+                "val bpc on %s: %.4f (%s chars)", g, bpc[g], f"{min(len(ids), args.eval_chars):,}"
+            )
+        bpc["all"] = round(evaluate_bpc(loaded.model, loaded.vocab.encode(val),
+                                        next(loaded.model.parameters()).device,
+                                        max_chars=10**9), 4)  # fmt: skip
+        extra["val_bpc_by_corpus"] = bpc
+        extra["corpus_sha256"] = manifest.get("sha256")
+    path = export_safetensors(args.run, args.output, extra)
+    size = sum(p.stat().st_size for p in Path(args.output).iterdir())
+    print(f"wrote {args.output}/ ({size / 2**20:.1f} MiB): {path.name}, config.json, vocab.json, "
+          f"info.json {extra.get('val_bpc_by_corpus', '')}")  # fmt: skip
+    print(f"next: lstmscope info {args.output}")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -321,6 +429,46 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("-o", "--output", required=True)
     _add_device(cm)
     cm.set_defaults(func=cmd_compare)
+
+    r = sub.add_parser("record", help="record every cell at every character into a store")
+    r.add_argument("run", help="run directory, checkpoint file, or 'demo'")
+    r.add_argument("--data", nargs="+", required=True, help="corpus folder, files, folders, globs")
+    r.add_argument(
+        "--split",
+        default="val",
+        choices=["train", "val"],
+        help="which split of a corpus folder to record (default: held-out val)",
+    )
+    r.add_argument("-o", "--output", required=True, help="store folder")
+    r.add_argument("--max-chars", type=int, default=0)
+    r.add_argument("--streams", type=int, default=32, help="parallel streams (1: exact pass)")
+    r.add_argument("--warmup", type=int, default=1000, help="cold characters per stream")
+    r.add_argument("--kinds", help="e.g. h,c,i,f,g,o (default: all)")
+    r.add_argument("--layers", help="e.g. 0,1 (default: all)")
+    r.add_argument("--force", action="store_true", help="replace a different recording")
+    r.add_argument("--if-missing", action="store_true", help="do nothing if the store exists")
+    _add_device(r)
+    r.set_defaults(func=cmd_record)
+
+    e = sub.add_parser("export", help="standalone highlighted HTML")
+    e.add_argument("store")
+    e.add_argument("--neuron", action="append", required=True, help="e.g. L1.c.137 (repeatable)")
+    e.add_argument("--range", help="START:STOP")
+    e.add_argument("--find", help="regular expression; each match with its context")
+    e.add_argument("--context", type=int, default=40)
+    e.add_argument("--max-matches", type=int, default=50)
+    e.add_argument("--card", action="store_true", help="the neuron card: stats and contexts")
+    e.add_argument("--title")
+    e.add_argument("--colormap")
+    e.add_argument("-o", "--output", required=True)
+    e.set_defaults(func=cmd_export)
+
+    em = sub.add_parser("export-model", help="package a run pickle-free (safetensors)")
+    em.add_argument("run")
+    em.add_argument("-o", "--output", required=True)
+    em.add_argument("--data", help="corpus folder: report val bpc per source corpus")
+    em.add_argument("--eval-chars", type=int, default=400_000)
+    em.set_defaults(func=cmd_export_model)
 
     i = sub.add_parser("info", help="describe a model: config, val bpc, parameters per gate")
     i.add_argument("run", help="run directory, checkpoint file, or 'demo'")

@@ -156,7 +156,8 @@ def split_documents(
     docs: list[Document], val_fraction: float = 0.05
 ) -> tuple[list[Document], list[Document]]:
     """Many documents: whole documents go to validation, chosen by a hash of their name (stable
-    when files are added). Few documents: the last ``val_fraction`` of each one."""
+    when files are added). Few documents: the last ``val_fraction`` of each one. A fraction of
+    0 keeps everything in train (corpora made only to be recorded)."""
     if len(docs) >= 20:
         bucket = max(2, round(1 / val_fraction))
         val = [d for d in docs if zlib.crc32(d.name.encode()) % bucket == 0]

@@ -171,6 +171,25 @@ def demo_mix(**_) -> list[Document]:
     return python_stdlib() + wiki() + python_docs()
 
 
+def demo_view(**_) -> list[Document]:
+    """What ``make demo`` records: held-out documents of the demo mix (never trained on),
+    Python code and URL-rich Wikipedia prose interleaved, ~300k characters."""
+    from interpret.corpus import split_documents
+
+    _, val = split_documents(demo_mix())
+    budget = {"python": 170_000, "wiki": 110_000, "pydoc": 20_000}
+    groups: dict[str, list[Document]] = {g: [] for g in budget}
+    for d in val:
+        g = d.name.split(":", 1)[0] if d.name.startswith(("wiki:", "pydoc:")) else "python"
+        if sum(len(x.text) for x in groups[g]) < budget[g]:
+            groups[g].append(d)
+    # Interleave so any window of the store shows both code and prose within a page or two.
+    out: list[Document] = []
+    for i in range(max(len(v) for v in groups.values())):
+        out += [v[i] for v in groups.values() if i < len(v)]
+    return out
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -182,7 +201,9 @@ class Recipe:
 RECIPES = {
     r.name: r
     for r in (
-        Recipe("python-stdlib-mini", "28 standard-library modules (~1.2M chars)", python_stdlib_mini),
+        Recipe(
+            "python-stdlib-mini", "28 standard-library modules (~1.2M chars)", python_stdlib_mini
+        ),
         Recipe(
             "python-stdlib", "the whole standard library without tests (~10M chars)", python_stdlib
         ),
@@ -197,8 +218,16 @@ RECIPES = {
             demo_mix,
             fetches=True,
         ),
+        Recipe(
+            "demo-view",
+            "held-out code + Wikipedia documents for the demo store (~300k chars)",
+            demo_view,
+            fetches=True,
+        ),
     )
 }
+# Recipes whose text is only recorded, never trained on: all of it goes to train.txt.
+RECORD_ONLY = {"demo-view"}
 
 
 def provenance() -> dict:
