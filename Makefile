@@ -7,7 +7,7 @@ TORCH   := torch==2.13.0
 STAMP   := $(VENV)/.installed
 DEMO_STORE ?= stores/demo
 
-.PHONY: install demo test lint bench demo-model demo-store clean
+.PHONY: install chromium demo test lint bench demo-model demo-store clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
