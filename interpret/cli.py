@@ -45,13 +45,13 @@ def cmd_corpus_build(args) -> int:
 
     out = Path(args.output or f"data/{args.name}")
     extra = {"provenance": provenance()}
-    if args.name in RECIPES:
+    if args.name == "synthetic":
+        extra["seed"] = args.seed
+        manifest = _build_synthetic(out, args.chars or 2_000_000, args.seed, extra)
+        docs, name = None, "synthetic"
+    elif args.name in RECIPES:
         recipe = RECIPES[args.name]
-        kw = {}
-        if args.name == "synthetic":
-            kw = {"n_chars": args.chars or 2_000_000, "seed": args.seed}
-            extra["seed"] = args.seed
-        docs = recipe.build(**kw)
+        docs = recipe.build()
         name = recipe.name
     elif Path(args.name).exists() or any(c in args.name for c in "*?["):
         report = read_documents([args.name])
@@ -63,12 +63,11 @@ def cmd_corpus_build(args) -> int:
         raise LstmscopeError(
             f"unknown corpus {args.name!r}: use one of {', '.join(RECIPES)} or a path/folder/glob"
         )
-    if not docs:
-        raise LstmscopeError(f"corpus {args.name!r} is empty on this machine")
-    manifest = write_corpus(out, docs, recipe=name, extra=extra,
-                            val_fraction=0.0 if name in RECORD_ONLY else 0.05)  # fmt: skip
-    if args.name == "synthetic":
-        _write_synthetic_labels(out, args.chars or 2_000_000, args.seed)
+    if docs is not None:
+        if not docs:
+            raise LstmscopeError(f"corpus {args.name!r} is empty on this machine")
+        manifest = write_corpus(out, docs, recipe=name, extra=extra,
+                                val_fraction=0.0 if name in RECORD_ONLY else 0.05)  # fmt: skip
     tr, va = manifest["train"], manifest["val"]
     print(f"wrote {out}/: train {tr['chars']:,} chars ({len(tr['documents'])} documents), "
           f"val {va['chars']:,} chars; sha256 {manifest['sha256'][:16]}")  # fmt: skip
@@ -76,20 +75,27 @@ def cmd_corpus_build(args) -> int:
     return 0
 
 
-def _write_synthetic_labels(out: Path, n_chars: int, seed: int) -> None:
-    """Ground truth for the synthetic corpus, aligned with train.txt and val.txt."""
+def _build_synthetic(out: Path, n_chars: int, seed: int, extra: dict) -> dict:
+    """Train and val are generated separately (val from another seed), so the generator's
+    ground-truth labels line up with train.txt and val.txt character for character."""
     import numpy as np
 
+    from interpret.corpus import Document, write_corpus
     from interpret.io import atomic_open
     from interpret.synthetic import generate
 
-    gen = generate(n_chars, seed)
-    full = gen.text if gen.text.endswith("\n") else gen.text + "\n"
-    cut = len((out / "train.txt").read_text(encoding="utf-8"))
-    for split, sl in (("train", slice(0, cut)), ("val", slice(cut, len(full)))):
-        labels = {k: np.asarray(v)[sl] for k, v in gen.labels.items()}
+    parts = {
+        "train": generate(n_chars, seed),
+        "val": generate(max(n_chars // 20, 2000), seed + 7919),
+    }
+    manifest = write_corpus(out, [Document(f"synthetic-seed{seed}", parts["train"].text)],
+                            recipe="synthetic", extra=extra,
+                            val_docs=[Document(f"synthetic-seed{seed + 7919}", parts["val"].text)])  # fmt: skip
+    for split, gen in parts.items():
+        assert manifest[split]["chars"] == len(gen.text)  # texts end with a newline: no padding
         with atomic_open(out / f"{split}.labels.npz", "wb") as f:
-            np.savez_compressed(f, **labels)
+            np.savez_compressed(f, **gen.labels)
+    return manifest
 
 
 # --- train / sample / info ---------------------------------------------------------------------

@@ -195,10 +195,18 @@ def write_corpus(
     recipe: str,
     extra: dict | None = None,
     val_fraction: float = 0.05,
+    val_docs: list[Document] | None = None,
 ) -> dict:
-    """Write ``train.txt``, ``val.txt`` and ``manifest.json`` (last) into ``out``."""
+    """Write ``train.txt``, ``val.txt`` and ``manifest.json`` (last) into ``out``.
+
+    ``val_docs`` given: ``docs`` is the train split as it is and ``val_docs`` the validation.
+    """
     out = Path(out)
-    train, val = split_documents(docs, val_fraction)
+    if val_docs is not None:
+        train, val = list(docs), list(val_docs)
+        docs = train + val
+    else:
+        train, val = split_documents(docs, val_fraction)
     manifest: dict = {"format": "lstmscope-corpus", "version": 1, "recipe": recipe, **(extra or {})}
     for split, part in (("train", train), ("val", val)):
         text, spans = join_documents(part)

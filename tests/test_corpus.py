@@ -77,3 +77,19 @@ def test_builtin_recipes_from_the_interpreter():
     docs = python_docs()
     assert sum(len(d.text) for d in docs) > 200_000
     assert {"python-stdlib", "synthetic", "wiki", "linux", "shakespeare"} <= set(RECIPES)
+
+
+def test_synthetic_corpus_labels_line_up(tmp_path):
+    import numpy as np
+
+    from interpret.cli import main
+    from interpret.features import compute
+
+    assert main(["corpus", "build", "synthetic", "--chars", "30000", "-o", str(tmp_path)]) == 0
+    for split in ("train", "val"):
+        text = (tmp_path / f"{split}.txt").read_text(encoding="utf-8")
+        labels = np.load(tmp_path / f"{split}.labels.npz")
+        feats = compute(text, list(labels.files))
+        for name in labels.files:
+            assert len(labels[name]) == len(text)
+            assert np.array_equal(labels[name], feats[name]), (split, name)
