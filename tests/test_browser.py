@@ -1,0 +1,362 @@
+"""The dashboard end to end: the real server (``interpret.serve.start_server``, port 0) driven
+by headless Chromium through Playwright.
+
+Each test checks what reached the browser: the client-side Bokeh models (what the Python
+callbacks sent back), the pixels of the text canvas, the address bar, downloads, dialogs.
+Requests anywhere but the local server are refused and counted. Screenshots of the main views
+go to ``docs/dashboard-*.png`` when ``LSTMSCOPE_SAVE_SCREENSHOTS=1``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pytest
+
+from interpret.serve import start_server
+from interpret.store import ActivationStore
+from tests.test_server import dash_store_dir, hostile_store_dir  # noqa: F401 (fixtures)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SAVE = os.environ.get("LSTMSCOPE_SAVE_SCREENSHOTS") == "1"
+TIMEOUT = 30_000  # ms; the CI machine is shared
+
+# Geometry of the text grid (server/components/textview.py), to click a given character.
+CELL_W, ROW_H, GUTTER = 9, 18, 9
+
+READY = """() => {
+  const d = window.Bokeh && Bokeh.documents[0];
+  const src = d && d.get_model_by_name('text_source');
+  return src != null && src.data.cidx.length > 0;
+}"""
+
+
+@pytest.fixture(scope="module")
+def sync_api():
+    api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM}")
+    return api
+
+
+@pytest.fixture(scope="module")
+def server(dash_store_dir):  # noqa: F811
+    with start_server(dash_store_dir, port=0) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def hostile_server(hostile_store_dir):  # noqa: F811
+    with start_server(hostile_store_dir, port=0) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def browser(sync_api):
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+class Watch:
+    """What a page did that it should not: errors, dialogs, requests leaving the machine."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.external: list[str] = []
+
+    def check(self) -> None:
+        assert self.dialogs == [], self.dialogs
+        assert self.errors == [], self.errors
+        assert self.external == [], self.external
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    watch = Watch()
+
+    def route(r):
+        host = urlparse(r.request.url).hostname
+        if host in ("127.0.0.1", "localhost"):
+            r.continue_()
+        else:
+            watch.external.append(r.request.url)
+            r.abort()
+
+    ctx.route(re.compile(r".*"), route)
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    pg.on("pageerror", lambda e: watch.errors.append(str(e)))
+    pg.on("console", lambda m: watch.errors.append(m.text) if m.type == "error" else None)
+
+    def dialog(d):
+        watch.dialogs.append(f"{d.type}: {d.message}")
+        d.dismiss()
+
+    pg.on("dialog", dialog)
+    pg.watch = watch
+    yield pg
+    ctx.close()
+    watch.check()
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def open_page(pg, url: str) -> None:
+    pg.goto(url)
+    pg.wait_for_function(READY, timeout=TIMEOUT)
+    pg.wait_for_timeout(300)  # let the canvas paint
+
+
+def js(pg, expr: str):
+    """Evaluate ``expr`` with ``doc`` (the Bokeh document) and ``m(name)`` in scope."""
+    return pg.evaluate(
+        f"() => {{ const doc = Bokeh.documents[0]; const m = (n) => doc.get_model_by_name(n); "
+        f"return {expr}; }}"
+    )
+
+
+def wait_js(pg, cond: str) -> None:
+    pg.wait_for_function(
+        f"() => {{ const doc = Bokeh.documents[0]; const m = (n) => doc.get_model_by_name(n); "
+        f"return {cond}; }}",
+        timeout=TIMEOUT,
+    )
+
+
+def title_is(pg, nid: str) -> None:
+    pg.wait_for_function(f"() => document.title === 'lstmscope · {nid}'", timeout=TIMEOUT)
+
+
+def text_png(pg) -> bytes:
+    return pg.locator(".ls-text").screenshot()
+
+
+def coloured_fraction(png: bytes) -> float:
+    from PIL import Image
+
+    px = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    chroma = px.max(axis=2) - px.min(axis=2)  # 0 for white, black and greys
+    return float((chroma > 40).mean())
+
+
+def cell_point(pg, t: int) -> tuple[float, float]:
+    """Page coordinates of the centre of window character ``t`` (first lane)."""
+    x, y, y_top = js(
+        pg,
+        f"[m('text_source').data.x[{t}], m('text_source').data.y[{t}], "
+        f"m('text_figure').y_range.end]",
+    )
+    box = pg.locator(".ls-text canvas").first.bounding_box()
+    return box["x"] + (x + GUTTER) * CELL_W, box["y"] + (y - y_top) * ROW_H
+
+
+def query(pg) -> dict[str, list[str]]:
+    return parse_qs(urlparse(pg.url).query)
+
+
+def save(pg, name: str, full: bool = False) -> None:
+    if SAVE:
+        pg.screenshot(path=str(ROOT / "docs" / f"dashboard-{name}.png"), full_page=full)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tests
+# ----------------------------------------------------------------------------------------------
+
+
+def test_page_loads_and_colours_the_text(page, server):
+    open_page(page, server.url + "?neuron=L1.c.3")
+    assert coloured_fraction(text_png(page)) > 0.05
+    n = js(page, "m('text_source').data.cidx.length")
+    assert n == 2000
+    assert query(page) == {"neuron": ["L1.c.3"], "start": ["0"]}  # the address bar says so
+    page.mouse.move(*cell_point(page, 40))  # hover: the tooltip shows position and value
+    tip = page.locator(".bk-tooltip-content").first
+    tip.wait_for(state="visible")
+    assert "position" in tip.inner_text() and "40" in tip.inner_text()
+    save(page, "main")
+
+
+def test_opened_as_localhost_the_websocket_is_allowed(page, server):
+    open_page(page, server.url.replace("127.0.0.1", "localhost"))
+    assert js(page, "m('text_source').data.x.length") > 0
+
+
+def test_choosing_another_neuron_recolours_the_characters(page, server):
+    open_page(page, server.url + "?neuron=L1.c.3")
+    before_png = text_png(page)
+    before = js(page, "Array.from(m('text_source').data.cidx)")
+    page.locator(".ls-kind select").select_option(label="f · forget gate")
+    title_is(page, "L1.f.3")  # the server's callback answered
+    wait_js(
+        page, f"Array.from(m('text_source').data.cidx).join() !== '{','.join(map(str, before))}'"
+    )
+    page.wait_for_timeout(300)
+    assert text_png(page) != before_png
+    assert query(page)["neuron"] == ["L1.f.3"]
+    unit = page.locator(".ls-unit input")
+    unit.fill("9")
+    unit.press("Enter")
+    title_is(page, "L1.f.9")
+    assert js(page, "m('neuron_input').value") == "L1.f.9"
+
+
+def test_a_deep_link_opens_its_neuron_and_position(page, server, dash_store_dir):  # noqa: F811
+    open_page(page, server.url + "?neuron=L0.h.5&neuron=L1.c.2&start=3000&size=1000")
+    assert js(page, "[m('unit').value, m('layer').value, m('kind').value]") == [5, "0", "h"]
+    assert js(page, "m('page_info').text").startswith("characters 3,000–4,000")
+    store = ActivationStore.open(dash_store_dir)
+    want = store.window(3000, 4000, ["L0.h.5"])[:, 0]
+    got = np.asarray(js(page, "Array.from(m('text_source').data.value).slice(0, 1000)"))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert js(page, "new Set(Array.from(m('text_source').data.lane)).size") == 2
+    save(page, "stacked")
+    page.locator(".ls-next-page button").click()
+    wait_js(page, "m('page_info').text.startsWith('characters 4,000')")
+    assert query(page)["start"] == ["4000"] and query(page)["neuron"] == ["L0.h.5", "L1.c.2"]
+
+
+def test_bad_input_gives_a_message_not_a_broken_page(page, server):
+    open_page(page, server.url + "?neuron=L1.c.3&start=99999999")
+    wait_js(page, "m('message').text.includes('outside the text')")
+    box = page.locator(".ls-neuron-input input")
+    box.fill('"><img src=x onerror=alert(1)>')
+    box.press("Enter")
+    wait_js(page, "m('message').text.includes('bad neuron id')")
+    assert page.get_by_text("bad neuron id").count() == 1  # shown as text
+    goto = page.locator(".ls-goto input")
+    goto.fill("-3")
+    goto.press("Enter")
+    wait_js(page, "m('message').text.includes('outside the text')")
+    box.fill("L0.c.1")
+    box.press("Enter")
+    title_is(page, "L0.c.1")
+
+
+def test_clicking_a_ranked_row_shows_that_neuron(page, server):
+    open_page(page, server.url + "?neuron=L1.c.3")
+    page.locator(".bk-tab", has_text="Ranking").click()
+    page.locator(".ls-feature select").select_option("in_string")
+    wait_js(page, "m('rank_source').data.neuron.length > 1")
+    second = js(page, "m('rank_source').data.neuron[1]")
+    page.locator(".ls-rank .slick-row").nth(1).click()
+    title_is(page, second)
+    assert query(page)["neuron"][0] == second and query(page)["feature"] == ["in_string"]
+    save(page, "ranking")
+
+
+def test_select_a_span_and_match(page, server, dash_store_dir):  # noqa: F811
+    open_page(page, server.url + "?neuron=L1.c.3")
+    text = ActivationStore.open(dash_store_dir).text
+    a = text.index('"', 0)
+    b = text.index('"', a + 1) + 1
+    page.mouse.click(*cell_point(page, a))
+    page.keyboard.down("Shift")
+    page.mouse.click(*cell_point(page, b - 1))
+    page.keyboard.up("Shift")
+    wait_js(page, f"m('selection_info').text.includes('Selected <b>{a:,}–{b:,}</b>')")
+    page.locator(".bk-tab", has_text="Select & match").click()
+    page.locator(".ls-select-run button").click()
+    wait_js(page, "m('select_neurons').data.neuron.length > 0")
+    wait_js(page, "m('select_status').text.includes('places')")
+    save(page, "match")
+    first = js(page, "m('select_neurons').data.neuron[0]")
+    page.locator(".ls-select .slick-row").first.click()
+    title_is(page, first)
+
+
+def test_paging_and_find(page, server, dash_store_dir):  # noqa: F811
+    text = ActivationStore.open(dash_store_dir).text
+    open_page(page, server.url + "?neuron=L1.c.3")
+    page.locator(".ls-next-page button").click()
+    wait_js(page, "m('page_info').text.startsWith('characters 2,000–4,000')")
+    find = page.locator(".ls-find input")
+    find.fill("(x")
+    find.press("Enter")
+    starts = [m.start() for m in re.finditer(re.escape("(x"), text)]
+    k = sum(a < 2000 for a in starts)  # matches are numbered through the whole text
+    wait_js(page, f"m('find_info').text === 'match {k + 1} / {len(starts)}'")
+    page.locator(".ls-find-next button").click()
+    wait_js(page, f"m('find_info').text === 'match {k + 2} / {len(starts)}'")
+    second = starts[k + 1]
+    page.wait_for_function(  # the window moved to hold the current match, and the URL says so
+        f"() => {{ const s = +new URLSearchParams(location.search).get('start'); "
+        f"return s <= {second} && {second} < s + 2000; }}",
+        timeout=TIMEOUT,
+    )
+    assert query(page)["find"] == ["(x"]
+    assert "#d62728" in js(page, "m('text_marks').data.color")
+    page.get_by_text("regex").click()  # "(x" is no regular expression: a message, no crash
+    wait_js(page, "m('message').text.includes('bad regular expression')")
+
+
+def test_hostile_corpus_renders_as_text(page, hostile_server):
+    open_page(page, hostile_server.url + "?neuron=L1.h.3&neuron=L0.c.2&feature=in_string")
+    # markup from the corpus never became elements, anywhere (shadow roots included)
+    injected = page.evaluate(
+        """() => {
+          const found = [];
+          const walk = (root) => {
+            for (const el of root.querySelectorAll('*')) {
+              const tag = el.tagName.toLowerCase();
+              if (tag === 'img' || (tag === 'script' && /alert/.test(el.textContent))) found.push(tag);
+              if (el.getAttribute && el.getAttribute('onerror')) found.push('onerror');
+              if (el.shadowRoot) walk(el.shadowRoot);
+            }
+          };
+          walk(document);
+          return found;
+        }"""
+    )
+    assert injected == []
+    assert coloured_fraction(text_png(page)) > 0.05
+    t = js(page, "m('text_chars').data.ch.indexOf('<  U+003C')")
+    page.mouse.move(*cell_point(page, t))
+    tip = page.locator(".bk-tooltip-content").first
+    tip.wait_for(state="visible")
+    assert "< U+003C" in tip.inner_text()  # the character itself, as text (spaces collapse)
+    find = page.locator(".ls-find input")
+    find.fill('"><img src=x onerror=alert(1)>')
+    find.press("Enter")
+    wait_js(page, "m('find_info').text.startsWith('match 1')")
+    page.wait_for_timeout(500)
+    save(page, "hostile")
+    # page.watch.check() at teardown: no alert dialog fired, no script error
+
+
+def test_export_downloads_the_view(page, server):
+    open_page(page, server.url + "?neuron=L1.c.3&neuron=L0.h.1&start=1000&size=1000")
+    with page.expect_download() as info:
+        page.locator(".ls-export button").click()
+    download = info.value
+    assert download.suggested_filename == "lstmscope-L1.c.3-1000-2000.html"
+    body = Path(download.path()).read_text(encoding="utf-8")
+    assert body.startswith("<!DOCTYPE html>") and 'data-neuron="L0.h.1"' in body
+
+
+def test_card_and_saturation_tabs(page, server):
+    open_page(page, server.url + "?neuron=L1.c.4")
+    wait_js(page, "m('card_contexts').data.x.length > 0")
+    page.get_by_text("Neuron card").click()
+    page.wait_for_timeout(300)
+    save(page, "card", full=True)
+    page.locator(".bk-tab", has_text="Gate saturation").click()
+    wait_js(page, "m('saturation_L1').data.neuron.length > 0")
+    page.wait_for_timeout(300)
+    save(page, "saturation", full=True)

@@ -1,0 +1,403 @@
+"""Recording: the store holds the trace; interruption resumes to the same store; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from interpret.checkpoint import load_model, save_checkpoint
+from interpret.errors import StoreError
+from interpret.model import CharRNN, ModelConfig
+from interpret.record import KindStats, record
+from interpret.store import ActivationStore, hist_edges
+from interpret.trace import trace_ids
+from interpret.vocab import Vocab
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+SOURCE = textwrap.dedent(
+    '''
+    def parse(line, sep=","):
+        """Split a line; "quoted, parts" stay whole."""
+        out, cur, quoted = [], [], False
+        for ch in line:
+            if ch == '"':
+                quoted = not quoted
+            elif ch == sep and not quoted:
+                out.append("".join(cur))
+                cur = []
+            else:
+                cur.append(ch)  # keep (nested [brackets] {too})
+        return out + ["".join(cur)]
+    '''
+)
+
+
+def python_text(n: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    parts, total = [], 0
+    while total < n:
+        s = SOURCE.replace("line", rng.choice(["line", "row", "text"]))
+        parts.append(s)
+        total += len(s)
+    return "".join(parts)[:n]
+
+
+def make_loaded(tmp: Path, cell: str = "lstm", hidden: int = 16, layers: int = 2, seed: int = 0):
+    """A real checkpoint file, loaded the way the CLI loads one."""
+    vocab = Vocab.from_text(SOURCE + "rowtext")
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        cell=cell, vocab_size=len(vocab), embed_dim=8, hidden_size=hidden, num_layers=layers
+    )
+    model = CharRNN(cfg)
+    with torch.no_grad():  # livelier than the initial weights: saturating gates, larger cells
+        for p in model.parameters():
+            p.mul_(3.0)
+    path = tmp / f"{cell}-{seed}.pt"
+    save_checkpoint(
+        path, {"config": cfg.to_dict(), "vocab": list(vocab.chars), "model": model.state_dict()}
+    )
+    return load_model(path)
+
+
+STORE_ARRAYS = ("ids.npy", "cold.npy", "pred/loss.npy", "pred/top_ids.npy", "pred/top_prob.npy")
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """Every array, statistic and meta field except timings is identical."""
+    sa, sb = ActivationStore.open(a), ActivationStore.open(b)
+    for rel in STORE_ARRAYS:
+        assert np.array_equal(np.load(a / rel), np.load(b / rel), equal_nan=True), rel
+    for li in sa.layers:
+        for kind in sa.kinds:
+            assert np.array_equal(sa.array(li, kind), sb.array(li, kind)), f"L{li}.{kind}"
+            x, y = sa.stat_arrays(li, kind), sb.stat_arrays(li, kind)
+            assert x.keys() == y.keys()
+            for key in x:
+                assert np.array_equal(x[key], y[key], equal_nan=True), f"L{li}.{kind} {key}"
+    ma, mb = dict(sa.meta), dict(sb.meta)
+    for m in (ma, mb):
+        m["record"] = {k: v for k, v in m["record"].items() if k not in ("seconds", "created")}
+    assert ma == mb
+    assert sa.text == sb.text
+
+
+@pytest.fixture(scope="module")
+def lstm(tmp_path_factory):
+    return make_loaded(tmp_path_factory.mktemp("model"))
+
+
+def test_store_holds_the_trace_in_float16(lstm, tmp_path):
+    text = python_text(3000)
+    summary = record(lstm, text, tmp_path / "s", streams=3, warmup=20, chunk_len=64, progress=False)
+    store = ActivationStore.open(tmp_path / "s")
+    assert summary.n == store.n == len(text) and store.text == text
+    assert summary.bytes > 0 and summary.unknown == 0 and not summary.already_complete
+    ref = trace_ids(lstm.model, lstm.vocab.encode(text), streams=3, chunk_len=1000)
+    for key in ("L0.h", "L0.c", "L0.f", "L1.g", "L1.c", "L1.o"):
+        li, kind = int(key[1]), key[3]
+        got = store.array(li, kind).astype(np.float64)
+        want = ref[key].astype(np.float64)
+        # float16 rounding is at most half a unit in the last place: 2^-11 relative
+        assert np.all(np.abs(got - want) <= np.abs(want) * 2.0**-11 * 1.01 + 1e-6), key
+    np.testing.assert_allclose(store.loss, ref["loss"], rtol=1e-4, atol=1e-4, equal_nan=True)
+    assert np.isnan(store.loss[[0, 1000, 2000]]).all() and np.isfinite(store.loss[1:1000]).all()
+
+
+def test_one_stream_records_the_single_pass(lstm, tmp_path):
+    text = python_text(1500, seed=1)
+    record(lstm, text, tmp_path / "s", streams=1, warmup=0, chunk_len=100, progress=False)
+    store = ActivationStore.open(tmp_path / "s")
+    with torch.no_grad():
+        x = lstm.model.embed(torch.from_numpy(lstm.vocab.encode(text))[None])
+        for li, layer in enumerate(lstm.model.layers):
+            x, _ = layer(x)
+            assert np.array_equal(store.array(li, "h"), x[0].numpy().astype(np.float16))
+        logits = lstm.model.head(x)[0]
+    probs = torch.softmax(logits, -1)
+    top = probs.topk(5, dim=-1)
+    assert np.array_equal(store.top_ids, top.indices.numpy())
+    np.testing.assert_allclose(store.top_prob.astype(np.float32), top.values.numpy(), atol=1e-3)
+    assert not store.cold.any() and np.isnan(store.loss[0]) and np.isfinite(store.loss[1:]).all()
+    chars, p = zip(*store.top_predictions(10), strict=True)
+    assert chars[0] == lstm.vocab.chars[int(top.indices[10, 0])] and list(p) == sorted(
+        p, reverse=True
+    )
+
+
+def test_documents_reset_state_and_cold_marks_run_starts(lstm, tmp_path):
+    text = python_text(2000, seed=2)
+    docs = [(0, 700), (700, 760), (760, 2000)]
+    record(
+        lstm,
+        text,
+        tmp_path / "s",
+        documents=docs,
+        streams=2,
+        warmup=30,
+        chunk_len=64,
+        progress=False,
+    )
+    store = ActivationStore.open(tmp_path / "s")
+    assert store.documents.tolist() == [list(d) for d in docs]
+    runs_starts = np.flatnonzero(np.isnan(store.loss))
+    assert {0, 700, 760} <= set(runs_starts.tolist())
+    for a in runs_starts:
+        assert store.cold[a : a + 30].all()
+    b0, b1 = 700, 760
+    alone = trace_ids(lstm.model, lstm.vocab.encode(text[b0:b1]), chunk_len=100)
+    np.testing.assert_allclose(
+        store.array(1, "c")[b0:b1].astype(np.float32), alone["L1.c"], rtol=2e-3, atol=2e-3
+    )
+    assert store.meta["documents"] == 3
+
+
+def test_stats_exclude_cold_positions(lstm, tmp_path):
+    text = python_text(2500, seed=3)
+    record(lstm, text, tmp_path / "s", streams=4, warmup=100, chunk_len=50, progress=False)
+    store = ActivationStore.open(tmp_path / "s")
+    warm = ~store.cold
+    assert store.cold.sum() == 400
+    for li, kind in ((0, "c"), (1, "i"), (1, "h")):
+        s = store.stat_arrays(li, kind)
+        vals = store.array(li, kind)[warm].astype(np.float32)  # [warm, H]
+        assert int(s["count"]) == warm.sum()
+        np.testing.assert_allclose(s["mean"], vals.mean(0), rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(s["std"], vals.std(0), rtol=2e-3, atol=2e-3)
+        assert np.array_equal(s["max"], vals.max(0)) and np.array_equal(s["min"], vals.min(0))
+        assert s["hist_counts"].sum(1).tolist() == [warm.sum()] * store.hidden_size
+        # top positions are warm and hold the largest values
+        assert warm[s["top_pos"]].all()
+        np.testing.assert_array_equal(np.sort(vals, 0)[::-1][:50].T, s["top_val"])
+        rows = np.arange(store.hidden_size)[:, None]
+        assert np.array_equal(
+            vals.T[rows, np.searchsorted(np.flatnonzero(warm), s["top_pos"])], s["top_val"]
+        )
+
+
+def test_unknown_characters_are_counted(lstm, tmp_path):
+    text = python_text(500) + "é€\U0001f600"
+    summary = record(lstm, text, tmp_path / "s", streams=2, warmup=10, progress=False)
+    store = ActivationStore.open(tmp_path / "s")
+    assert summary.unknown == 3 == store.meta["unknown_chars"]
+    assert store.n == len(text) and store.text.endswith("\U0001f600")
+    assert (store.ids[-3:] == 0).all()
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(k_stop: int):
+    def hook(k: int) -> None:
+        if k == k_stop:
+            raise Interrupt
+
+    return hook
+
+
+@pytest.mark.parametrize("checkpoint_seconds", [0.0, 1e9], ids=["resume", "restart"])
+def test_interrupted_record_resumes_to_the_same_store(lstm, tmp_path, checkpoint_seconds):
+    text = python_text(2000, seed=4)
+    kw = dict(streams=3, warmup=15, chunk_len=40, progress=False)
+    record(lstm, text, tmp_path / "whole", **kw)
+    with pytest.raises(Interrupt):
+        record(
+            lstm,
+            text,
+            tmp_path / "cut",
+            **kw,
+            checkpoint_seconds=checkpoint_seconds,
+            hook=_interrupt_at(7),
+        )
+    with pytest.raises(StoreError, match="incomplete store: recording was interrupted; rerun"):
+        ActivationStore.open(tmp_path / "cut")
+    summary = record(lstm, text, tmp_path / "cut", **kw)
+    if checkpoint_seconds == 0:
+        assert summary.resumed_from == 7 * 3 * 40  # chunks 0..6 were checkpointed
+    else:
+        assert summary.resumed_from == 0  # no checkpoint yet: starts over
+    assert_same_store(tmp_path / "whole", tmp_path / "cut")
+    assert not (tmp_path / "cut" / "progress").exists()
+
+
+def test_damaged_partial_store_starts_over(lstm, tmp_path):
+    text = python_text(1500, seed=6)
+    kw = dict(streams=2, warmup=10, chunk_len=50, progress=False)
+    with pytest.raises(Interrupt):
+        record(lstm, text, tmp_path / "cut", **kw, checkpoint_seconds=0, hook=_interrupt_at(4))
+    (tmp_path / "cut" / "acts" / "L1.g.npy").unlink()  # e.g. cleaned up by hand
+    summary = record(lstm, text, tmp_path / "cut", **kw)
+    assert summary.resumed_from == 0
+    record(lstm, text, tmp_path / "whole", **kw)
+    assert_same_store(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_rerun_says_already_there_and_other_inputs_need_force(lstm, tmp_path):
+    text = python_text(800)
+    out = tmp_path / "s"
+    record(lstm, text, out, streams=2, warmup=10, progress=False)
+    again = record(lstm, text, out, streams=2, warmup=10, progress=False)
+    assert again.already_complete
+    with pytest.raises(StoreError, match=r"differs in text.*--force"):
+        record(lstm, text[:-1] + "x", out, streams=2, warmup=10, progress=False)
+    with pytest.raises(StoreError, match="differs in streams"):
+        record(lstm, text, out, streams=3, warmup=10, progress=False)
+    s = record(lstm, text[:500], out, streams=2, warmup=10, progress=False, force=True)
+    assert not s.already_complete and ActivationStore.open(out).n == 500
+
+
+def test_interrupted_store_with_other_inputs_is_refused(lstm, tmp_path):
+    text = python_text(1200)
+    out = tmp_path / "s"
+    with pytest.raises(Interrupt):
+        record(
+            lstm,
+            text,
+            out,
+            streams=2,
+            chunk_len=50,
+            checkpoint_seconds=0,
+            progress=False,
+            hook=_interrupt_at(2),
+        )
+    with pytest.raises(StoreError, match="interrupted recording that differs in warmup"):
+        record(lstm, text, out, streams=2, chunk_len=50, warmup=5, progress=False)
+
+
+def test_bad_input_is_refused(lstm, tmp_path):
+    with pytest.raises(StoreError, match="empty"):
+        record(lstm, "", tmp_path / "a", progress=False)
+    with pytest.raises(StoreError, match="kinds are h,c,i,f,g,o"):
+        record(lstm, "abc", tmp_path / "b", kinds=["z"], progress=False)
+    with pytest.raises(StoreError, match=r"layers 0\.\.1"):
+        record(lstm, "abc", tmp_path / "c", layers=[5], progress=False)
+    with pytest.raises(StoreError, match=r"outside|within"):
+        record(lstm, "abc", tmp_path / "d", documents=[(0, 9)], progress=False)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    with pytest.raises(StoreError, match="not an lstmscope store"):
+        record(lstm, "abc", folder, progress=False, force=True)
+    assert (folder / "thesis.tex").read_text() == "precious"
+
+
+def test_subset_of_layers_and_kinds(tmp_path):
+    gru = make_loaded(tmp_path, cell="gru", layers=3)
+    text = python_text(900)
+    record(
+        gru, text, tmp_path / "s", layers=[2], kinds=["z", "h"], streams=2, warmup=5, progress=False
+    )
+    store = ActivationStore.open(tmp_path / "s")
+    assert store.layers == (2,) and store.kinds == ("h", "z")
+    assert store.neurons[:2] == ["L2.h.0", "L2.h.1"] and len(store.neurons) == 32
+    ref = trace_ids(gru.model, gru.vocab.encode(text), streams=2, layers=[2], kinds=["z"])
+    np.testing.assert_allclose(store.array(2, "z").astype(np.float32), ref["L2.z"], atol=1e-3)
+    st = store.stats
+    assert st.loc["L2.z.3", "sat_left"] >= 0 and np.isnan(st.loc["L2.h.3", "sat_left"])
+
+
+def test_kind_stats_merge_equals_one_shot():
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(1000, 8, generator=g) * 30 + 200  # large mean: a naive sum of squares fails
+    pos = torch.arange(1000)
+    st = KindStats("c", 8, "cpu", top_k=5)
+    for a in range(0, 1000, 128):
+        st.update(v[a : a + 128], v[a : a + 128].half(), pos[a : a + 128])
+    out, counts = st.finalize()
+    x = v.double().numpy()
+    np.testing.assert_allclose(out["mean"], x.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(out["std"], x.std(0), rtol=1e-6)
+    assert np.array_equal(out["top_pos"], np.argsort(-x, 0)[:5].T)
+    assert np.array_equal(out["bottom_pos"], np.argsort(x, 0)[:5].T)
+    assert counts.shape == (8, len(hist_edges("c")) - 1) and (counts.sum(1) == 1000).all()
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes(lstm, tmp_path):
+    """A real kill -9 in the middle of a recording; the rerun finishes the same store."""
+    text = python_text(6000, seed=5)
+    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
+    kw = dict(streams=3, warmup=15, chunk_len=25)
+    script = textwrap.dedent(
+        f"""
+        import time, torch
+        torch.set_num_threads(1)
+        from interpret.checkpoint import load_model
+        from interpret.record import record
+        loaded = load_model({str(lstm.source)!r})
+        text = open({str(tmp_path / "text.txt")!r}, encoding="utf-8").read()
+        record(loaded, text, {str(tmp_path / "cut")!r}, progress=False, checkpoint_seconds=0,
+               hook=lambda k: time.sleep(0.05), **{kw!r})
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    ckpt = tmp_path / "cut" / "progress" / "checkpoint.npz"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None, "the recording finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with pytest.raises(StoreError, match="incomplete store"):
+        ActivationStore.open(tmp_path / "cut")
+    summary = record(lstm, text, tmp_path / "cut", progress=False, **kw)
+    assert 0 < summary.resumed_from < len(text)
+    record(lstm, text, tmp_path / "whole", progress=False, **kw)
+    assert_same_store(tmp_path / "whole", tmp_path / "cut")
+    assert json.loads((tmp_path / "cut" / "meta.json").read_text())["n"] == len(text)
+
+
+@pytest.mark.parametrize("data", ["ties", "drift", "gaussian"])
+def test_kind_stats_top_and_bottom_k_are_exact(data):
+    g = torch.Generator().manual_seed(1)
+    n, H = 6000, 7
+    if data == "ties":
+        v = torch.randint(0, 6, (n, H), generator=g).float() / 5  # few distinct values
+    elif data == "drift":
+        v = torch.randn(n, H, generator=g) + torch.linspace(0, 30, n).unsqueeze(1)
+    else:
+        v = torch.randn(n, H, generator=g) * 3
+    pos = torch.randperm(n, generator=g) + 10_000  # positions need not follow row order
+    st = KindStats("c", H, "cpu")
+    a = 0
+    for size in [5, 700, 16, 33, 1200, 1, 800, 900, 2345]:  # under and over a group, ragged
+        st.update(v[a : a + size], v[a : a + size].half(), pos[a : a + size])
+        a += size
+    assert a == n
+    out, _ = st.finalize()
+    by_pos = dict(zip(pos.tolist(), range(n), strict=True))
+    x = v.numpy().astype(np.float16).astype(np.float32)
+    for key_v, key_p, sign in (("top_val", "top_pos", -1), ("bottom_val", "bottom_pos", 1)):
+        want = np.sort(sign * x, axis=0)[:50] * sign  # [50, H] best first
+        assert np.array_equal(out[key_v], want.T), key_v
+        rows = np.vectorize(by_pos.get)(out[key_p])  # [H, 50]
+        assert np.array_equal(x[rows, np.arange(H)[:, None]], out[key_v]), key_p
+        assert all(len(set(r)) == 50 for r in rows.tolist())  # no position twice
+
+
+def test_stream_divergence_takes_a_loaded_model_and_text(lstm):
+    from interpret.trace import stream_divergence
+
+    df = stream_divergence(lstm, python_text(1200), 3, buckets=(0, 50), kinds=["c"])
+    assert list(df["lo"]) == [0, 50, 0, 50] and (df["kind"] == "c").all()
+    assert (df["max"] >= df["median"]).all()
