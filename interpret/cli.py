@@ -352,6 +352,31 @@ def cmd_export_model(args) -> int:
     return 0
 
 
+def cmd_detect(args) -> int:
+    from interpret.detect import detect
+    from interpret.features import parse_feature_spec
+    from interpret.store import ActivationStore
+
+    store = ActivationStore.open(args.store)
+    user = [parse_feature_spec(spec) for spec in args.feature or ()]
+    report = detect(store, _csv_list(args.features) if args.features else None, user,
+                    top=args.top, out=args.output, progress=not args.quiet)  # fmt: skip
+    best = report.summary.groupby("feature").head(1) if len(report.summary) else report.summary
+    cols = [c for c in ("feature", "neuron", "score", "ap", "auroc", "r") if c in best.columns]
+    print(best[cols].to_string(index=False))
+    print(f"wrote {args.output}/ (report.html, summary.csv); open report.html in a browser")
+    print(f"next: lstmscope serve {args.store}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from interpret.serve import serve
+
+    serve(args.store, port=args.port, address=args.address, allow_origin=args.allow_origin or (),
+          show=args.show, initial=args.neuron)  # fmt: skip
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -475,6 +500,23 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--data", help="corpus folder: report val bpc per source corpus")
     em.add_argument("--eval-chars", type=int, default=400_000)
     em.set_defaults(func=cmd_export_model)
+
+    dt = sub.add_parser("detect", help="find the interpretable cells and write a report")
+    dt.add_argument("store")
+    dt.add_argument("--features", help="comma-separated built-in features (default: the main ones)")
+    dt.add_argument("--feature", action="append", help="a user feature 'name=REGEX' (repeatable)")
+    dt.add_argument("--top", type=int, default=10)
+    dt.add_argument("-o", "--output", required=True)
+    dt.set_defaults(func=cmd_detect)
+
+    sv = sub.add_parser("serve", help="the dashboard")
+    sv.add_argument("store")
+    sv.add_argument("--port", type=int, default=5006)
+    sv.add_argument("--address", default="127.0.0.1", help="listen address (default: local only)")
+    sv.add_argument("--allow-origin", action="append", help="extra websocket origin HOST:PORT")
+    sv.add_argument("--neuron", help="open on this neuron (default: the best cell found)")
+    sv.add_argument("--show", action="store_true", help="open a browser tab")
+    sv.set_defaults(func=cmd_serve)
 
     i = sub.add_parser("info", help="describe a model: config, val bpc, parameters per gate")
     i.add_argument("run", help="run directory, checkpoint file, or 'demo'")
