@@ -60,18 +60,21 @@ def python_text(n: int, seed: int = 0) -> str:
     return "".join(parts)[:n]
 
 
-def make_loaded(tmp: Path, cell: str = "lstm", hidden: int = 16, layers: int = 2, seed: int = 0):
+def make_loaded(
+    tmp: Path, cell: str = "lstm", hidden: int = 16, layers: int = 2, seed: int = 0, output="h"
+):
     """A real checkpoint file, loaded the way the CLI loads one."""
     vocab = Vocab.from_text(SOURCE + "rowtext")
     torch.manual_seed(seed)
     cfg = ModelConfig(
-        cell=cell, vocab_size=len(vocab), embed_dim=8, hidden_size=hidden, num_layers=layers
-    )
+        cell=cell, vocab_size=len(vocab), embed_dim=8, hidden_size=hidden, num_layers=layers,
+        output=output,
+    )  # fmt: skip
     model = CharRNN(cfg)
     with torch.no_grad():  # livelier than the initial weights: saturating gates, larger cells
         for p in model.parameters():
             p.mul_(3.0)
-    path = tmp / f"{cell}-{seed}.pt"
+    path = tmp / f"{cell}-{seed}-{output}.pt"
     save_checkpoint(
         path, {"config": cfg.to_dict(), "vocab": list(vocab.chars), "model": model.state_dict()}
     )
@@ -120,6 +123,22 @@ def test_store_holds_the_trace_in_float16(lstm, tmp_path):
         assert np.all(np.abs(got - want) <= np.abs(want) * 2.0**-11 * 1.01 + 1e-6), key
     np.testing.assert_allclose(store.loss, ref["loss"], rtol=1e-4, atol=1e-4, equal_nan=True)
     assert np.isnan(store.loss[[0, 1000, 2000]]).all() and np.isfinite(store.loss[1:1000]).all()
+
+
+def test_layers_passing_c_on(tmp_path):
+    """output="c": the next layer reads the cell state, which the recorder keeps in reused
+    buffers; the store still equals the in-memory trace."""
+    loaded = make_loaded(tmp_path, layers=3, output="c")
+    text = python_text(1200, seed=7)
+    record(loaded, text, tmp_path / "s", streams=2, warmup=10, chunk_len=64, progress=False)
+    store = ActivationStore.open(tmp_path / "s")
+    ref = trace_ids(loaded.model, loaded.vocab.encode(text), streams=2)
+    for li in range(3):
+        for kind in ("c", "h", "i"):
+            want = ref[f"L{li}.{kind}"]
+            got = store.array(li, kind).astype(np.float32)
+            assert np.all(np.abs(got - want) <= np.abs(want) * 2.0**-10 + 1e-4), f"L{li}.{kind}"
+    np.testing.assert_allclose(store.loss, ref["loss"], rtol=1e-3, atol=1e-3)
 
 
 def test_one_stream_records_the_single_pass(lstm, tmp_path):

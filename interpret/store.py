@@ -1,0 +1,499 @@
+"""The activation store: a directory of memory-mapped arrays. The only code that knows its layout.
+
+::
+
+    STORE/
+      meta.json                 written last, atomically: without it the store is incomplete
+      text.txt                  UTF-8, exactly what was recorded (N = len(text) characters)
+      ids.npy                   int32 [N]       vocabulary ids (0 = a character unseen in training)
+      cold.npy                  bool  [N]       the first `warmup` positions of every stream
+      documents.npy             int64 [D, 2]    (start, stop) of each document, when given
+      acts/L{layer}.{kind}.npy  float16 [N, H]  time-major, one file per layer and kind
+      stats/L{layer}.{kind}.npz       per-neuron moments, quantiles, top/bottom positions
+      stats/L{layer}.{kind}.hist.npy  int64 [H, bins] histogram counts (edges: hist_edges(kind))
+      pred/loss.npy             float32 [N]     bits, -log2 p(text[t] | text[:t]); NaN at run starts
+      pred/top_ids.npy          int32 [N, 5]    the model's top 5 for the character AFTER t
+      pred/top_prob.npy         float16 [N, 5]
+
+Histograms use one fixed grid per kind, the same for every neuron, so counts of any subset of
+rows (the rows where a feature is on) can be binned identically and subtracted from the whole
+column's counts, e.g. for an AUROC. A bin is a half-open range ``[e_k, e_{k+1})`` of float16
+values (the last bin is closed). Gates ``i f o r z``: 1000 bins on [0, 1], so the saturation
+thresholds 0.1 and 0.9 fall on bin edges. ``h g n``: 1024 bins on [-1, 1]. The cell state ``c``
+is unbounded (trained models reach the hundreds, most values stay near 0): its bins follow the
+float16 number line itself, 32 per octave (the sign, the exponent and the top 5 mantissa bits),
+from -65504 to 65504, i.e. 2% relative resolution at every magnitude, no first pass, no
+re-binning, and exact for the stored float16 values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from interpret.errors import StoreError
+from interpret.names import GATE_KINDS, KINDS, Neuron, parse_neuron
+from interpret.vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+FORMAT = "lstmscope-store"
+VERSION = 1
+DTYPE = "float16"
+TOP_K = 50  # top and bottom positions kept per neuron
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+QUANTILE_NAMES = tuple(f"q{round(q * 100):02d}" for q in QUANTILES)
+SAT_LOW, SAT_HIGH = 0.1, 0.9  # a gate value below/above counts as saturated (Karpathy et al.)
+F16_MAX = 65504.0
+INCOMPLETE = (
+    "incomplete store: recording was interrupted; rerun the same `lstmscope record` command "
+    "to resume"
+)
+
+# ----------------------------------------------------------------------------------------------
+# Layout
+
+
+def act_path(root: Path, layer: int, kind: str) -> Path:
+    return Path(root) / "acts" / f"L{layer}.{kind}.npy"
+
+
+def stats_path(root: Path, layer: int, kind: str) -> Path:
+    return Path(root) / "stats" / f"L{layer}.{kind}.npz"
+
+
+def hist_path(root: Path, layer: int, kind: str) -> Path:
+    return Path(root) / "stats" / f"L{layer}.{kind}.hist.npy"
+
+
+PRED_FILES = {  # name -> (dtype, trailing shape)
+    "pred/loss.npy": ("float32", ()),
+    "pred/top_ids.npy": ("int32", (5,)),
+    "pred/top_prob.npy": ("float16", (5,)),
+}
+
+# ----------------------------------------------------------------------------------------------
+# Histogram grids
+
+
+def hist_family(kind: str) -> str:
+    if kind in GATE_KINDS:
+        return "gate"
+    if kind == "c":
+        return "f16"
+    return "tanh"
+
+
+def _f16_key_value(keys: np.ndarray) -> np.ndarray:
+    """The float16 value with order key ``keys`` (key order = numeric order, -0 folded to +0)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    pos = keys >= 0x8000
+    bits = np.where(pos, keys - 0x8000, 0x8000 - keys).astype(np.uint16)
+    mag = bits.view(np.float16).astype(np.float64)
+    return np.where(pos, mag, -mag)
+
+
+@cache
+def hist_edges(kind: str) -> np.ndarray:
+    """Bin edges ``[bins + 1]`` float64 for a kind (see the module docstring)."""
+    fam = hist_family(kind)
+    if fam == "gate":
+        edges = np.arange(1001, dtype=np.float64) / 1000.0
+    elif fam == "tanh":
+        edges = np.arange(-512, 513, dtype=np.float64) / 512.0
+    else:
+        # Keys 1056 .. 64480 step 32: every 32 consecutive float16 values (same sign and
+        # exponent, same top 5 mantissa bits) form one bin. The outer edges are the float16 range.
+        keys = np.arange(33 * 32, 2016 * 32, 32)
+        edges = np.concatenate([[-F16_MAX], _f16_key_value(keys), [F16_MAX]])
+    edges.setflags(write=False)
+    return edges
+
+
+@cache
+def hist_lut(kind: str) -> np.ndarray:
+    """``[65536]`` int32: the bin of each float16 bit pattern (as uint16) for this kind."""
+    values = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
+    edges = hist_edges(kind)
+    lut = np.searchsorted(edges, values, side="right") - 1
+    lut = np.clip(lut, 0, len(edges) - 2).astype(np.int32)  # NaN, inf and 1.0 -> end bins
+    lut.setflags(write=False)
+    return lut
+
+
+def bin_index(values, kind: str) -> np.ndarray:
+    """Bins of ``values`` (rounded to float16 first, as the store holds them), same grid as stats."""
+    v16 = np.asarray(values, dtype=np.float16)
+    return hist_lut(kind)[v16.view(np.uint16)]
+
+
+def histogram(values, kind: str) -> np.ndarray:
+    """Counts ``[bins]`` of a 1-D array of one neuron's values, on the store's grid."""
+    return np.bincount(bin_index(np.ravel(values), kind), minlength=len(hist_edges(kind)) - 1)
+
+
+def hist_quantiles(
+    counts: np.ndarray, edges: np.ndarray, qs, vmin: np.ndarray, vmax: np.ndarray
+) -> np.ndarray:
+    """Quantiles ``[len(qs), H]`` from counts ``[H, bins]``, linear within a bin.
+
+    A bin's range is narrowed to the neuron's exact min and max, so a quantile never falls
+    outside the data and one-bin distributions come out exact.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    H, nb = counts.shape
+    total = counts.sum(axis=1)  # [H]
+    cum = np.cumsum(counts, axis=1)  # [H, nb]
+    out = np.full((len(qs), H), np.nan)
+    rows = np.arange(H)
+    for qi, q in enumerate(qs):
+        target = q * total  # [H]
+        j = np.minimum((cum < target[:, None]).sum(axis=1), nb - 1)  # first bin reaching target
+        before = np.where(j > 0, cum[rows, np.maximum(j - 1, 0)], 0.0)
+        inside = counts[rows, j]
+        frac = np.where(inside > 0, (target - before) / np.where(inside > 0, inside, 1), 0.0)
+        lo = np.maximum(edges[j], vmin)
+        hi = np.minimum(edges[j + 1], vmax)
+        hi = np.maximum(hi, lo)
+        out[qi] = np.where(total > 0, lo + np.clip(frac, 0, 1) * (hi - lo), np.nan)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading .npy headers without reading data
+
+
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset)`` of a .npy file; StoreError if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            if major == 1:
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing; {INCOMPLETE}") from None
+    except (ValueError, OSError) as e:
+        raise StoreError(f"{path}: not a readable .npy file ({e})") from None
+    if fortran:
+        raise StoreError(f"{path}: stored column-major; the store expects time-major (C order)")
+    return tuple(shape), np.dtype(dtype), offset
+
+
+def check_npy(path: Path, shape: tuple[int, ...], dtype) -> None:
+    """Refuse a file whose header or size does not match what meta.json promises."""
+    got_shape, got_dtype, offset = npy_header(path)
+    if got_shape != tuple(shape):
+        raise StoreError(f"{path}: shape {got_shape}, but meta.json says {tuple(shape)}")
+    if got_dtype != np.dtype(dtype):
+        raise StoreError(f"{path}: dtype {got_dtype}, but the store format needs {np.dtype(dtype)}")
+    need = offset + int(np.prod(shape, dtype=np.int64)) * got_dtype.itemsize
+    size = os.path.getsize(path)
+    if size < need:
+        raise StoreError(f"{path}: truncated ({size} bytes, needs {need}); record it again")
+
+
+# ----------------------------------------------------------------------------------------------
+# The store
+
+
+def _read_meta(root: Path) -> dict:
+    if not root.exists():
+        raise StoreError(f"{root}: no such store")
+    if not root.is_dir():
+        raise StoreError(f"{root}: a store is a directory, this is a file")
+    meta_file = root / "meta.json"
+    if not meta_file.is_file():
+        if any((root / p).exists() for p in ("record.json", "progress", "acts", "ids.npy")):
+            raise StoreError(f"{root}: {INCOMPLETE}")
+        raise StoreError(
+            f"{root}: not an activation store (no meta.json); make one with `lstmscope record`"
+        )
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{meta_file}: unreadable ({e}); record the store again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise StoreError(f"{meta_file}: not an lstmscope store (no '{FORMAT}' marker)")
+    version = meta.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise StoreError(f"{meta_file}: bad format version {version!r}")
+    if version > VERSION:
+        raise StoreError(
+            f"{root}: written by a newer lstmscope (store format {version}; this version reads up "
+            f"to {VERSION}); upgrade lstmscope or record the store again"
+        )
+    return meta
+
+
+def _validate_meta(root: Path, meta: dict) -> None:
+    where = root / "meta.json"
+    for key in ("n", "model", "vocab", "layers", "kinds", "hidden_size", "dtype"):
+        if key not in meta:
+            raise StoreError(f"{where}: missing '{key}'")
+    n, H = meta["n"], meta["hidden_size"]
+    if not isinstance(n, int) or n < 1:
+        raise StoreError(f"{where}: n must be a positive integer, not {n!r}")
+    if not isinstance(H, int) or H < 1:
+        raise StoreError(f"{where}: hidden_size must be a positive integer, not {H!r}")
+    if meta["dtype"] != DTYPE:
+        raise StoreError(f"{where}: dtype {meta['dtype']!r}; this version reads {DTYPE} stores")
+    cell = meta["model"].get("cell") if isinstance(meta["model"], dict) else None
+    if cell not in KINDS:
+        raise StoreError(f"{where}: unknown cell type {cell!r}")
+    if meta["model"].get("hidden_size", H) != H:
+        raise StoreError(f"{where}: hidden_size {H} disagrees with the model config")
+    bad = [k for k in meta["kinds"] if k not in KINDS[cell]]
+    if bad or not meta["kinds"]:
+        raise StoreError(f"{where}: kinds {meta['kinds']} are not kinds of a {cell} layer")
+    n_layers = meta["model"].get("num_layers", 0)
+    if not meta["layers"] or any(not (0 <= li < n_layers) for li in meta["layers"]):
+        raise StoreError(f"{where}: layers {meta['layers']} do not fit a {n_layers}-layer model")
+
+
+class ActivationStore:
+    """Read access to a recorded store. Opening reads meta.json and .npy headers only."""
+
+    def __init__(self, root: Path, meta: dict):
+        self.path = Path(root)
+        self.meta = meta
+        self.n: int = meta["n"]
+        self.hidden_size: int = meta["hidden_size"]
+        self.cell: str = meta["model"]["cell"]
+        self.layers: tuple[int, ...] = tuple(meta["layers"])
+        self.kinds: tuple[str, ...] = tuple(meta["kinds"])
+        self._arrays: dict[str, np.ndarray] = {}
+        self._text: str | None = None
+        self._stats = None
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> ActivationStore:
+        root = Path(path)
+        meta = _read_meta(root)
+        _validate_meta(root, meta)
+        store = cls(root, meta)
+        store._check_files()
+        return store
+
+    def _check_files(self) -> None:
+        n, H = self.n, self.hidden_size
+        check_npy(self.path / "ids.npy", (n,), np.int32)
+        check_npy(self.path / "cold.npy", (n,), np.bool_)
+        for name, (dtype, tail) in PRED_FILES.items():
+            check_npy(self.path / name, (n, *tail), dtype)
+        for li in self.layers:
+            for kind in self.kinds:
+                check_npy(act_path(self.path, li, kind), (n, H), np.float16)
+                nb = len(hist_edges(kind)) - 1
+                check_npy(hist_path(self.path, li, kind), (H, nb), np.int64)
+                if not stats_path(self.path, li, kind).is_file():
+                    raise StoreError(f"{stats_path(self.path, li, kind)}: missing; {INCOMPLETE}")
+        if not (self.path / "text.txt").is_file():
+            raise StoreError(f"{self.path / 'text.txt'}: missing; record the store again")
+        if self.meta.get("documents") is not None:
+            check_npy(self.path / "documents.npy", (self.meta["documents"], 2), np.int64)
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivationStore({str(self.path)!r}, n={self.n}, cell={self.cell}, "
+            f"layers={list(self.layers)}, kinds={''.join(self.kinds)}, H={self.hidden_size})"
+        )
+
+    # -- plain data ------------------------------------------------------------------------
+    def _load(self, rel: str) -> np.ndarray:
+        if rel not in self._arrays:
+            self._arrays[rel] = np.load(self.path / rel, mmap_mode="r")
+        return self._arrays[rel]
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            raw = (self.path / "text.txt").read_bytes()
+            text = raw.decode("utf-8", errors="surrogatepass")
+            if len(text) != self.n:
+                raise StoreError(
+                    f"{self.path / 'text.txt'}: {len(text)} characters, but meta.json says "
+                    f"{self.n}; the store was modified after recording: record it again"
+                )
+            self._text = text
+        return self._text
+
+    @property
+    def vocab(self) -> Vocab:
+        return Vocab(tuple(self.meta["vocab"]))
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._load("ids.npy")  # [N] int32
+
+    @property
+    def cold(self) -> np.ndarray:
+        return self._load("cold.npy")  # [N] bool
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self._load("pred/loss.npy")  # [N] float32 bits
+
+    @property
+    def top_ids(self) -> np.ndarray:
+        return self._load("pred/top_ids.npy")  # [N, 5]
+
+    @property
+    def top_prob(self) -> np.ndarray:
+        return self._load("pred/top_prob.npy")  # [N, 5]
+
+    @property
+    def documents(self) -> np.ndarray | None:
+        """``[D, 2]`` (start, stop) per document, or None when the text was one piece."""
+        if self.meta.get("documents") is None:
+            return None
+        return np.load(self.path / "documents.npy")
+
+    def top_predictions(self, pos: int) -> list[tuple[str, float]]:
+        """The model's five likeliest next characters after position ``pos``, with probabilities."""
+        pos = self._check_pos(pos)
+        chars = self.meta["vocab"]
+        return [
+            (chars[int(i)], float(p))
+            for i, p in zip(self.top_ids[pos], self.top_prob[pos], strict=True)
+        ]
+
+    def _check_pos(self, pos) -> int:
+        pos = int(pos)
+        if not 0 <= pos < self.n:
+            raise ValueError(f"position {pos} is outside the text (0..{self.n - 1})")
+        return pos
+
+    # -- neurons ---------------------------------------------------------------------------
+    @property
+    def neurons(self) -> list[str]:
+        """Every neuron id, in layer, kind, unit order."""
+        return [
+            f"L{li}.{k}.{u}"
+            for li in self.layers
+            for k in self.kinds
+            for u in range(self.hidden_size)
+        ]
+
+    def _neuron(self, neuron: str | Neuron) -> Neuron:
+        nrn = parse_neuron(neuron)
+        if (
+            nrn.layer not in self.layers
+            or nrn.kind not in self.kinds
+            or not 0 <= nrn.unit < self.hidden_size
+        ):
+            raise ValueError(
+                f"no neuron {nrn} in this store: layers {','.join(map(str, self.layers))}, "
+                f"kinds {','.join(self.kinds)}, units 0..{self.hidden_size - 1}"
+            )
+        return nrn
+
+    def _stream(self, layer: int, kind: str) -> None:
+        if layer not in self.layers or kind not in self.kinds:
+            raise ValueError(
+                f"no L{layer}.{kind} in this store: layers {','.join(map(str, self.layers))}, "
+                f"kinds {','.join(self.kinds)}"
+            )
+
+    def array(self, layer: int, kind: str) -> np.ndarray:
+        """Read-only memory map ``[N, H]`` float16 of one layer and kind."""
+        self._stream(layer, kind)
+        return self._load(f"acts/L{layer}.{kind}.npy")
+
+    def neuron(self, neuron: str | Neuron) -> np.ndarray:
+        """One neuron over the whole text: float32 ``[N]``."""
+        nrn = self._neuron(neuron)
+        return np.asarray(self.array(nrn.layer, nrn.kind)[:, nrn.unit], dtype=np.float32)
+
+    def window(self, start: int, stop: int, neurons) -> np.ndarray:
+        """float32 ``[stop - start, len(neurons)]``; ``stop`` is clipped to N like a slice."""
+        start, stop = int(start), int(stop)
+        if start < 0 or stop < start:
+            raise ValueError(f"bad window {start}:{stop}: need 0 <= start <= stop")
+        if start > self.n:
+            raise ValueError(f"window start {start} is past the end of the text ({self.n})")
+        stop = min(stop, self.n)
+        if isinstance(neurons, (str, Neuron)):
+            neurons = [neurons]
+        parsed = [self._neuron(x) for x in neurons]
+        out = np.empty((stop - start, len(parsed)), dtype=np.float32)
+        groups: dict[tuple[int, str], list[int]] = {}
+        for j, nrn in enumerate(parsed):
+            groups.setdefault((nrn.layer, nrn.kind), []).append(j)
+        for (li, kind), cols in groups.items():
+            units = [parsed[j].unit for j in cols]
+            out[:, cols] = self.array(li, kind)[start:stop][:, units]
+        return out
+
+    # -- statistics ------------------------------------------------------------------------
+    def stat_arrays(self, layer: int, kind: str) -> dict[str, np.ndarray]:
+        """Raw per-neuron statistics of one layer and kind.
+
+        ``count`` (warm positions), ``mean std min max`` ``[H]``, ``quantiles`` ``[7, H]`` at
+        ``QUANTILES``, ``sat_left sat_right`` ``[H]`` (NaN unless a gate), ``top_pos top_val
+        bottom_pos bottom_val`` ``[H, 50]`` (best first; -1 / NaN pad short texts),
+        ``hist_counts`` ``[H, bins]`` and ``hist_edges`` ``[bins + 1]``.
+        """
+        self._stream(layer, kind)
+        path = stats_path(self.path, layer, kind)
+        try:
+            with np.load(path) as z:
+                out = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError) as e:
+            raise StoreError(f"{path}: unreadable ({e}); record the store again") from None
+        out["hist_counts"] = self._load(f"stats/L{layer}.{kind}.hist.npy")
+        out["hist_edges"] = hist_edges(kind)
+        return out
+
+    @property
+    def stats(self):
+        """``pandas.DataFrame``, one row per neuron (index: neuron id)."""
+        if self._stats is None:
+            import pandas as pd
+
+            frames = []
+            for li in self.layers:
+                for kind in self.kinds:
+                    s = self.stat_arrays(li, kind)
+                    H = self.hidden_size
+                    cols = {
+                        "layer": np.full(H, li),
+                        "kind": [kind] * H,
+                        "unit": np.arange(H),
+                        "mean": s["mean"],
+                        "std": s["std"],
+                        "min": s["min"],
+                        "max": s["max"],
+                    }
+                    cols.update(zip(QUANTILE_NAMES, s["quantiles"], strict=True))
+                    cols["sat_left"] = s["sat_left"]
+                    cols["sat_right"] = s["sat_right"]
+                    index = [f"L{li}.{kind}.{u}" for u in range(H)]
+                    frames.append(pd.DataFrame(cols, index=pd.Index(index, name="neuron")))
+            self._stats = pd.concat(frames)
+        return self._stats
+
+    def hist(self, neuron: str | Neuron, rows=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(counts [bins], edges [bins + 1])`` of one neuron over the warm positions.
+
+        With ``rows`` (a bool mask ``[N]`` or position indices) the counts are of those rows
+        only, on the same grid, cold rows included unless the mask leaves them out: so
+        ``hist(n)[0] - hist(n, rows=on & ~store.cold)[0]`` is the histogram of the rest.
+        """
+        nrn = self._neuron(neuron)
+        edges = hist_edges(nrn.kind)
+        if rows is None:
+            counts = np.asarray(self._load(f"stats/L{nrn.layer}.{nrn.kind}.hist.npy")[nrn.unit])
+            return counts, edges
+        col = self.array(nrn.layer, nrn.kind)[:, nrn.unit]
+        rows = np.asarray(rows)
+        values = col[rows] if rows.dtype != bool else col[rows.nonzero()[0]]
+        return histogram(values, nrn.kind), edges

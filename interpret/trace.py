@@ -1,0 +1,608 @@
+"""Everything a layer computed at every position, fast: the fused kernel plus two matmuls.
+
+The fused kernel (``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``) gives each layer's h sequence. Once
+h is known, ``x_t`` and ``h_{t-1}`` are known for every t, so all gate pre-activations come from
+two large matrix products over the whole chunk; only the LSTM cell state needs a loop over time,
+and that loop is elementwise (one ``addcmul`` per step on a ``[B, H]`` slice).
+
+Arrays here are time-major: ``[T, B, H]`` (position in the chunk, stream, unit). The text is read
+as ``B`` streams in parallel (``plan_streams``), each stream a queue of *runs*: contiguous spans
+that start from a zero state (a document start, or a cut made so streams are equally long).
+``run_plan`` drives the model over a plan chunk by chunk, carrying state between chunks, so memory
+is bounded by one chunk whatever the text length.
+
+``stream_divergence`` measures what reading in streams costs: how far activations at a given
+distance from a stream's start are from the exact single-pass reading.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from interpret.model import CharRNN, RecurrentLayer
+from interpret.names import KINDS
+
+log = logging.getLogger(__name__)
+
+TOP_K_PRED = 5  # next-character predictions kept per position
+LN2 = math.log(2.0)
+
+# ----------------------------------------------------------------------------------------------
+# One layer, one chunk
+
+
+class Workspace:
+    """Scratch buffers reused chunk after chunk, keyed by name.
+
+    Fresh multi-megabyte temporaries per chunk cost page faults; measured here, allocating the
+    gate buffer anew made the rebuild's first matrix product 40% slower.
+    """
+
+    def __init__(self, device=None):
+        self.device = torch.device(device) if device is not None else None
+        self._bufs: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def get(
+        self, name: str, shape: tuple[int, ...], dtype=torch.float32, device=None
+    ) -> torch.Tensor:
+        numel = math.prod(shape)
+        key = (name, dtype)
+        buf = self._bufs.get(key)
+        dev = device if device is not None else self.device
+        if (
+            buf is None
+            or buf.numel() < numel
+            or (dev is not None and buf.device != torch.device(dev))
+        ):
+            buf = torch.empty(numel, dtype=dtype, device=dev)
+            self._bufs[key] = buf
+        return buf[:numel].view(shape)
+
+
+def _zero_state(layer: RecurrentLayer, batch: int, device, dtype=torch.float32):
+    return layer.zero_state(batch, device, dtype)
+
+
+def c_recurrence_(ig: torch.Tensor, f: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+    """In place: turn ``ig`` ``[T, B, H]`` (holding ``i*g``) into the cell states ``c``.
+
+    ``c_t = f_t * c_{t-1} + i_t * g_t``; ``c0`` ``[B, H]``. Time-major, so every step reads and
+    writes one contiguous ``[B, H]`` slice and no per-step tensors are allocated.
+    """
+    ig[0].addcmul_(f[0], c0)
+    for t in range(1, ig.shape[0]):
+        ig[t].addcmul_(f[t], ig[t - 1])
+    return ig
+
+
+@torch.inference_mode()
+def trace_layer(
+    layer: RecurrentLayer,
+    x: torch.Tensor,
+    state=None,
+    kinds: Sequence[str] = (),
+    workspace: Workspace | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, object]:
+    """Run one layer over a chunk and rebuild what it computed.
+
+    ``x`` ``[T, B, In]`` time-major. Returns ``(acts, output, new_state)``: ``acts`` maps each
+    asked-for kind to ``[T, B, H]`` float32 (gates may be strided views into one buffer), ``output``
+    ``[T, B, H]`` is what the layer passes on (h, or c when ``layer.output == "c"``), and
+    ``new_state`` is in PyTorch's form, ready for the next chunk. Runs in inference mode: the
+    rebuild works in place, and nothing here is meant to be differentiated. With a
+    ``workspace`` the gates and c live in its reused buffers: valid until the next call.
+    """
+    T, B, _ = x.shape
+    if state is None:
+        state = _zero_state(layer, B, x.device, x.dtype)
+    # The module is batch-first; a transposed view of time-major data is what the kernel wants
+    # internally, and its output comes back as a transposed view of a time-major buffer.
+    h_bt, new_state = layer.rnn(x.transpose(0, 1), state)
+    h = h_bt.transpose(0, 1)  # [T, B, H]
+    if not h.is_contiguous():
+        h = h.contiguous()
+    cell, H = layer.cell, layer.hidden_size
+    want = set(kinds)
+    if layer.output == "c":
+        want.add("c")
+    acts: dict[str, torch.Tensor] = {}
+    if "h" in want:
+        acts["h"] = h
+    if cell == "rnn" or not (want - {"h"}):
+        return acts, h, new_state
+
+    w_ih, w_hh = layer.rnn.weight_ih_l0, layer.rnn.weight_hh_l0
+    b_ih, b_hh = layer.rnn.bias_ih_l0, layer.rnn.bias_hh_l0
+    h0 = (state[0] if cell == "lstm" else state)[0]  # [B, H]
+    G = w_ih.shape[0]  # gates * H
+    x2 = x.reshape(T * B, x.shape[2])
+
+    def buf(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if workspace is None:
+            return torch.empty(shape, dtype=x.dtype, device=x.device)
+        return workspace.get(name, shape, x.dtype, x.device)
+
+    if cell == "lstm":
+        # pre = x W_ih^T + h_{t-1} W_hh^T + b: one product over all T*B rows, one over T-1 rows
+        # of the kernel's own h (shifted by one), one [B, H] product for the initial state.
+        pre = buf("pre", (T, B, G))
+        torch.addmm(b_ih + b_hh, x2, w_ih.t(), out=pre.view(T * B, G))
+        if T > 1:
+            pre[1:].view((T - 1) * B, G).addmm_(h[:-1].reshape((T - 1) * B, H), w_hh.t())
+        pre[0].addmm_(h0, w_hh.t())
+        i, f, g, o = pre.split(H, dim=2)
+        torch.sigmoid_(pre[:, :, : 2 * H])
+        torch.tanh_(g)
+        torch.sigmoid_(o)
+        if "c" in want:
+            c = torch.mul(i, g, out=buf("c", (T, B, H)))  # [T, B, H], becomes c in place
+            acts["c"] = c_recurrence_(c, f, state[1][0])
+        for name, t in (("i", i), ("f", f), ("g", g), ("o", o)):
+            if name in want:
+                acts[name] = t
+        out = acts["c"] if layer.output == "c" else h
+        return acts, out, new_state
+
+    # GRU: r and z come from the sum of both products; n needs the recurrent part alone.
+    gi = buf("pre", (T, B, G))
+    torch.addmm(b_ih, x2, w_ih.t(), out=gi.view(T * B, G))
+    gh = buf("gh", (T, B, G))
+    if T > 1:
+        torch.addmm(b_hh, h[:-1].reshape((T - 1) * B, H), w_hh.t(), out=gh[1:].view((T - 1) * B, G))
+    torch.addmm(b_hh, h0, w_hh.t(), out=gh[0])
+    ir, iz, in_ = gi.split(H, dim=2)
+    hr, hz, hn = gh.split(H, dim=2)
+    r = torch.sigmoid_(ir.add_(hr))
+    z = torch.sigmoid_(iz.add_(hz))
+    n = torch.tanh_(in_.addcmul_(r, hn))
+    for name, t in (("r", r), ("z", z), ("n", n)):
+        if name in want:
+            acts[name] = t
+    return acts, h, new_state
+
+
+# ----------------------------------------------------------------------------------------------
+# All layers and the head, one chunk
+
+
+@dataclass
+class ChunkTrace:
+    acts: dict[tuple[int, str], torch.Tensor]  # (layer, kind) -> [T, B, H] float32
+    logits: torch.Tensor | None  # [T, B, V]
+    state: list  # per layer, PyTorch form; feed to the next chunk
+
+
+def check_selection(model: CharRNN, layers, kinds) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    cell = model.config.cell
+    n_layers = len(model.layers)
+    layers = tuple(range(n_layers)) if layers is None else tuple(int(x) for x in layers)
+    kinds = KINDS[cell] if kinds is None else tuple(kinds)
+    bad_l = [x for x in layers if not 0 <= x < n_layers]
+    if bad_l:
+        raise ValueError(f"no layer {bad_l[0]}: this model has layers 0..{n_layers - 1}")
+    bad_k = [k for k in kinds if k not in KINDS[cell]]
+    if bad_k:
+        raise ValueError(
+            f"kind {bad_k[0]!r} does not exist in a {cell.upper()}: kinds are {','.join(KINDS[cell])}"
+        )
+    if len(set(layers)) != len(layers) or len(set(kinds)) != len(kinds):
+        raise ValueError("layers and kinds must not repeat")
+    return tuple(sorted(layers)), tuple(k for k in KINDS[cell] if k in kinds)
+
+
+@torch.inference_mode()
+def trace_chunk(
+    model: CharRNN,
+    ids: torch.Tensor,
+    state: list | None = None,
+    *,
+    layers: Sequence[int] | None = None,
+    kinds: Sequence[str] | None = None,
+    head: bool = True,
+    on_layer: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    workspace: Workspace | None = None,
+) -> ChunkTrace:
+    """Trace ``ids`` ``[T, B]`` (time-major) through every layer, carrying ``state``.
+
+    Dropout is not applied: this is the model in evaluation mode. With ``on_layer``, each
+    layer's acts are handed over as soon as they exist and not kept, so memory holds one layer;
+    a ``workspace`` (only with ``on_layer``) then reuses one set of buffers for every layer and
+    chunk, and the acts are valid only during the callback.
+    """
+    if workspace is not None and on_layer is None:
+        raise ValueError("a workspace reuses buffers across layers: it needs on_layer")
+    layers, kinds = check_selection(model, layers, kinds)
+    state = state or [None] * len(model.layers)
+    x = model.embed(ids)  # [T, B, E]
+    last = max(layers) if (layers and not head) else len(model.layers) - 1
+    acts: dict[tuple[int, str], torch.Tensor] = {}
+    new_state = []
+    for li, layer in enumerate(model.layers):
+        if li > last:
+            new_state.append(state[li])
+            continue
+        want = kinds if li in layers else ()
+        layer_acts, x, s = trace_layer(layer, x, state[li], want, workspace)
+        new_state.append(s)
+        layer_acts = {k: v for k, v in layer_acts.items() if k in want}
+        if on_layer is not None:
+            on_layer(li, layer_acts)
+        else:
+            acts.update({(li, k): v for k, v in layer_acts.items()})
+    logits = model.head(x) if head else None
+    return ChunkTrace(acts, logits, new_state)
+
+
+# ----------------------------------------------------------------------------------------------
+# Streams: which part of the text each batch row reads in each chunk
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """How a text of ``n`` characters is read as ``streams`` rows of ``chunk_len`` positions.
+
+    ``runs`` ``[R, 2]`` are the spans that start from a zero state. For chunk ``k`` and row ``b``:
+    ``start[k, b]`` is the first text position read (``-1`` when the row is idle), ``length`` how
+    many positions are real (the rest is padding), ``offset`` the distance from the run's start to
+    ``start`` (0 means the state is reset before this chunk), ``run_stop`` the end of that run.
+    """
+
+    n: int
+    streams: int
+    chunk_len: int
+    warmup: int
+    runs: np.ndarray  # [R, 2] int64
+    start: np.ndarray  # [K, B] int64
+    length: np.ndarray  # [K, B] int64
+    offset: np.ndarray  # [K, B] int64
+    run_stop: np.ndarray  # [K, B] int64
+
+    @property
+    def chunks(self) -> int:
+        return self.start.shape[0]
+
+    def cold(self) -> np.ndarray:
+        """``[n]`` bool: the first ``warmup`` positions of every run."""
+        cold = np.zeros(self.n, dtype=bool)
+        for a, b in self.runs:
+            cold[a : min(b, a + self.warmup)] = True
+        return cold
+
+    def distance(self) -> np.ndarray:
+        """``[n]`` int64: how many characters each position is from its run's start."""
+        d = np.arange(self.n, dtype=np.int64)
+        starts = np.zeros(self.n, dtype=np.int64)
+        starts[self.runs[:, 0]] = self.runs[:, 0]
+        np.maximum.accumulate(starts, out=starts)
+        return d - starts
+
+
+def _runs(n: int, streams: int, documents: Sequence[tuple[int, int]] | None) -> np.ndarray:
+    """Spans that start from a zero state: document starts, then cuts for balance."""
+    bounds = {0, n}
+    if documents is not None:
+        for a, b in documents:
+            a, b = int(a), int(b)
+            if not (0 <= a <= b <= n):
+                raise ValueError(f"document ({a}, {b}) lies outside the text of {n} characters")
+            bounds.add(a)
+    edges = sorted(bounds)
+    target = max(1, math.ceil(n / streams))
+    runs = []
+    for a, b in itertools.pairwise(edges):
+        if b <= a:
+            continue
+        # A segment much longer than a stream's share is cut into equal pieces, so that B streams
+        # finish together; each piece starts cold.
+        pieces = max(1, math.ceil((b - a) / target))
+        cuts = [a + (b - a) * j // pieces for j in range(pieces + 1)]
+        runs.extend((c0, c1) for c0, c1 in itertools.pairwise(cuts) if c1 > c0)
+    return np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+
+
+def plan_streams(
+    n: int,
+    streams: int,
+    chunk_len: int,
+    warmup: int = 0,
+    documents: Sequence[tuple[int, int]] | None = None,
+) -> StreamPlan:
+    """Split ``n`` positions into runs and lay them out over ``streams`` rows.
+
+    Without documents the text is cut into ``streams`` equal contiguous runs (one run when
+    ``streams == 1``: the exact single pass). With documents, state is reset at every document
+    start and documents longer than ``n / streams`` are cut. Runs go to the least loaded row,
+    longest first, and each row reads its runs in text order.
+    """
+    if n < 1:
+        raise ValueError("nothing to read: the text is empty")
+    if streams < 1 or chunk_len < 1 or warmup < 0:
+        raise ValueError("streams and chunk_len must be at least 1, warmup at least 0")
+    runs = _runs(n, streams, documents)
+    chunks_of = -(-(runs[:, 1] - runs[:, 0]) // chunk_len)  # ceil
+    rows: list[list[int]] = [[] for _ in range(min(streams, len(runs)))]
+    heap = [(0, b) for b in range(len(rows))]
+    for r in sorted(range(len(runs)), key=lambda r: (-chunks_of[r], r)):
+        load, b = heapq.heappop(heap)
+        rows[b].append(r)
+        heapq.heappush(heap, (load + int(chunks_of[r]), b))
+    K = max(sum(int(chunks_of[r]) for r in row) for row in rows)
+    B = len(rows)
+    start = np.full((K, B), -1, dtype=np.int64)
+    length = np.zeros((K, B), dtype=np.int64)
+    offset = np.zeros((K, B), dtype=np.int64)
+    run_stop = np.zeros((K, B), dtype=np.int64)
+    for b, row in enumerate(rows):
+        k = 0
+        for r in sorted(row, key=lambda r: runs[r, 0]):
+            a, e = int(runs[r, 0]), int(runs[r, 1])
+            for p in range(a, e, chunk_len):
+                start[k, b], length[k, b] = p, min(chunk_len, e - p)
+                offset[k, b], run_stop[k, b] = p - a, e
+                k += 1
+    return StreamPlan(n, B, chunk_len, warmup, runs, start, length, offset, run_stop)
+
+
+# ----------------------------------------------------------------------------------------------
+# Driving the model over a plan
+
+
+@dataclass
+class ChunkResult:
+    k: int  # chunk index in the plan
+    acts: dict[tuple[int, str], torch.Tensor]  # [T, B, H]; empty when on_layer took them
+    loss: torch.Tensor | None  # [T, B] float32 bits for the character AFTER each position
+    top_ids: torch.Tensor | None  # [T, B, 5] int64: next-character predictions
+    top_prob: torch.Tensor | None  # [T, B, 5] float32
+    state: list  # carried into chunk k + 1
+
+
+def reset_rows(state: list, keep: torch.Tensor) -> list:
+    """Zero the state of rows where ``keep`` ``[B]`` is 0 (a run starts there)."""
+    keep = keep.view(1, -1, 1)
+    out = []
+    for s in state:
+        if s is None:
+            out.append(None)
+        elif isinstance(s, tuple):
+            out.append(tuple(t * keep for t in s))
+        else:
+            out.append(s * keep)
+    return out
+
+
+def _chunk_inputs(plan: StreamPlan, k: int, ids: np.ndarray):
+    """ids ``[T, B]``, next-character ids ``[T, B]`` and whether each has a target (same run)."""
+    T = plan.chunk_len
+    start, length, stop = plan.start[k], plan.length[k], plan.run_stop[k]
+    t = np.arange(T)[:, None]  # [T, 1]
+    pos = start[None, :] + t  # [T, B]
+    real = t < length[None, :]
+    x = np.where(real, ids[np.clip(pos, 0, plan.n - 1)], 0)
+    has_next = real & (pos + 1 < stop[None, :])
+    y = np.where(has_next, ids[np.clip(pos + 1, 0, plan.n - 1)], 0)
+    return x, y, has_next
+
+
+def zero_model_state(model: CharRNN, batch: int, device) -> list:
+    return [layer.zero_state(batch, device) for layer in model.layers]
+
+
+def run_plan(
+    model: CharRNN,
+    ids: np.ndarray,
+    plan: StreamPlan,
+    *,
+    layers: Sequence[int] | None = None,
+    kinds: Sequence[str] | None = None,
+    device: torch.device | str | None = None,
+    start_chunk: int = 0,
+    state: list | None = None,
+    head: bool = True,
+    on_layer: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None,
+) -> Iterator[ChunkResult]:
+    """Yield one ``ChunkResult`` per chunk of ``plan``, from ``start_chunk`` on.
+
+    ``state`` is the model state after chunk ``start_chunk - 1`` (for resuming); rows whose run
+    starts at a chunk get a zero state there. ``on_layer(k, layer, acts)`` sees each layer's acts
+    as soon as they exist (memory then holds one layer). Runs under ``torch.inference_mode``.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    ids = np.asarray(ids)
+    B = plan.streams
+    workspace = Workspace(device)
+    with torch.inference_mode():
+        if state is None:
+            state = zero_model_state(model, B, device)
+        for k in range(start_chunk, plan.chunks):
+            x, y, has_next = _chunk_inputs(plan, k, ids)
+            keep = torch.from_numpy(plan.offset[k] != 0).to(device=device, dtype=torch.float32)
+            state = reset_rows(state, keep)
+            xt = torch.from_numpy(x).to(device)
+            cb = None if on_layer is None else (lambda li, a, k=k: on_layer(k, li, a))
+            tr = trace_chunk(
+                model, xt, state, layers=layers, kinds=kinds, head=head, on_layer=cb,
+                workspace=workspace if cb is not None else None,
+            )  # fmt: skip
+            loss = top_ids = top_prob = None
+            if head:
+                lp = torch.log_softmax(tr.logits.float(), dim=-1)  # [T, B, V]
+                yt = torch.from_numpy(y).to(device)
+                loss = lp.gather(2, yt.unsqueeze(2)).squeeze(2).mul_(-1.0 / LN2)  # [T, B]
+                loss.masked_fill_(~torch.from_numpy(has_next).to(device), float("nan"))
+                top_lp, top_ids = lp.topk(TOP_K_PRED, dim=2)
+                top_prob = top_lp.exp_()
+            yield ChunkResult(k, tr.acts, loss, top_ids, top_prob, tr.state)
+            state = tr.state
+
+
+def trace_ids(
+    model: CharRNN,
+    ids: np.ndarray | Sequence[int],
+    *,
+    layers: Sequence[int] | None = None,
+    kinds: Sequence[str] | None = None,
+    streams: int = 1,
+    chunk_len: int = 1024,
+    documents: Sequence[tuple[int, int]] | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, np.ndarray]:
+    """Every asked-for activation of a (short) text in memory: ``{"L0.c": [N, H] float32}``.
+
+    ``streams=1`` (the default) is the exact single pass. Also returns ``"loss"`` ``[N]`` bits
+    (NaN at run starts). For long texts use ``interpret.record``, which writes to disk.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    plan = plan_streams(n, streams, chunk_len, 0, documents)
+    layers, kinds = check_selection(model, layers, kinds)
+    H = model.config.hidden_size
+    out = {f"L{li}.{k}": np.zeros((n, H), dtype=np.float32) for li in layers for k in kinds}
+    loss = np.full(n, np.nan, dtype=np.float32)
+    for res in run_plan(model, ids, plan, layers=layers, kinds=kinds, device=device):
+        for b in range(plan.streams):
+            p, m = int(plan.start[res.k, b]), int(plan.length[res.k, b])
+            if m == 0:
+                continue
+            for (li, kind), v in res.acts.items():
+                out[f"L{li}.{kind}"][p : p + m] = v[:m, b].float().cpu().numpy()
+            stop = int(plan.run_stop[res.k, b])
+            q = min(p + m + 1, stop)
+            loss[p + 1 : q] = res.loss[: q - p - 1, b].cpu().numpy()
+    out["loss"] = loss
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# What streaming costs
+
+
+DEFAULT_BUCKETS = (0, 10, 30, 100, 300, 1000, 3000, 10000)
+
+
+def stream_divergence(
+    model,
+    ids: np.ndarray | Sequence[int] | str,
+    streams: int,
+    *,
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    layers: Sequence[int] | None = None,
+    kinds: Sequence[str] | None = None,
+    chunk_len: int = 256,
+    device: torch.device | str | None = None,
+):
+    """How far a ``streams``-stream reading is from the exact single pass, by distance.
+
+    Returns a ``pandas.DataFrame`` with one row per (layer, kind, distance bucket): ``lo``, ``hi``
+    (distance from the stream's start, in characters), ``count`` (positions x units), ``max``,
+    ``p99`` and ``median`` of ``|streamed - single pass|``, ``scale`` (std of the single-pass
+    values of that kind, so the differences can be read relative to it) and ``frac_gt_1pct``
+    (fraction of values off by more than 1% of ``scale``). The single pass is kept in a
+    temporary float32 file, so memory stays bounded whatever the text length.
+
+    ``model`` is a ``CharRNN`` or a ``LoadedModel``; with a ``LoadedModel``, ``ids`` may be the
+    text itself.
+    """
+    import pandas as pd
+
+    if not isinstance(model, CharRNN):  # a LoadedModel
+        if isinstance(ids, str):
+            ids = model.vocab.encode(ids)
+        model = model.model
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    layers, kinds = check_selection(model, layers, kinds)
+    H = model.config.hidden_size
+    edges = np.asarray([*buckets, np.iinfo(np.int64).max], dtype=np.int64)
+    nb = len(edges) - 1
+    # |diff| histogram on a log grid: 1e-9 .. 1e4, 20 bins per decade, for median and p99.
+    log_edges = np.concatenate([[0.0], np.logspace(-9, 4, 13 * 20 + 1), [np.inf]])
+    nbins = len(log_edges) - 1
+    names = [(li, k) for li in layers for k in kinds]
+    acc = {
+        key: {
+            "hist": np.zeros((nb, len(log_edges) - 1), dtype=np.int64),
+            "max": np.zeros(nb),
+            "sum": 0.0,
+            "sum2": 0.0,
+            "count": 0,
+        }
+        for key in names
+    }
+    with tempfile.TemporaryDirectory(prefix="lstmscope-div-") as tmp:
+        ref = {
+            key: np.lib.format.open_memmap(
+                Path(tmp) / f"L{key[0]}.{key[1]}.npy", "w+", np.float32, (n, H)
+            )
+            for key in names
+        }
+        single = plan_streams(n, 1, max(chunk_len, 1024))
+        for res in run_plan(model, ids, single, layers=layers, kinds=kinds, device=device):
+            p, m = int(single.start[res.k, 0]), int(single.length[res.k, 0])
+            for key, v in res.acts.items():
+                a = v[:m, 0].float().cpu().numpy()
+                ref[key][p : p + m] = a
+                acc[key]["sum"] += float(a.sum(dtype=np.float64))
+                acc[key]["sum2"] += float(np.square(a, dtype=np.float64).sum())
+                acc[key]["count"] += a.size
+        plan = plan_streams(n, streams, chunk_len)
+        for res in run_plan(model, ids, plan, layers=layers, kinds=kinds, device=device):
+            for b in range(plan.streams):
+                p, m = int(plan.start[res.k, b]), int(plan.length[res.k, b])
+                if m == 0:
+                    continue
+                d0 = int(plan.offset[res.k, b])
+                dist = d0 + np.arange(m)
+                bucket = np.searchsorted(edges, dist, side="right") - 1  # [m]
+                for key, v in res.acts.items():
+                    diff = np.abs(v[:m, b].float().cpu().numpy() - ref[key][p : p + m])  # [m, H]
+                    a = acc[key]
+                    # bin of |diff| on the log grid: 0 below 1e-9, then 20 per decade
+                    with np.errstate(divide="ignore"):
+                        lb = np.floor((np.log10(diff) + 9.0) * 20.0) + 1
+                    lb = np.clip(np.nan_to_num(lb, nan=0.0, neginf=0.0), 0, nbins - 1)
+                    lb = lb.astype(np.int64)
+                    for j in np.unique(bucket):
+                        rows = bucket == j
+                        a["max"][j] = max(a["max"][j], float(diff[rows].max()))
+                        a["hist"][j] += np.bincount(lb[rows].ravel(), minlength=nbins)
+    rows = []
+    mids = np.sqrt(log_edges[1:-2] * log_edges[2:-1])
+    mids = np.concatenate([[0.0], mids, [log_edges[-2]]])
+    for (li, kind), a in acc.items():
+        mean = a["sum"] / max(a["count"], 1)
+        scale = math.sqrt(max(a["sum2"] / max(a["count"], 1) - mean * mean, 0.0))
+        for j in range(nb):
+            h = a["hist"][j]
+            total = int(h.sum())
+            if total == 0:
+                continue
+            cum = np.cumsum(h)
+            med = float(mids[np.searchsorted(cum, 0.5 * total)])
+            p99 = float(mids[np.searchsorted(cum, 0.99 * total)])
+            gt = float(h[log_edges[1:] > 0.01 * scale].sum()) / total if scale > 0 else 0.0
+            rows.append(
+                {
+                    "layer": li,
+                    "kind": kind,
+                    "lo": int(edges[j]),
+                    "hi": int(edges[j + 1]) if j + 1 < nb else None,
+                    "count": total,
+                    "max": float(a["max"][j]),
+                    "p99": p99,
+                    "median": med,
+                    "scale": scale,
+                    "frac_gt_1pct": gt,
+                }
+            )
+    return pd.DataFrame(rows)
