@@ -3,7 +3,9 @@
 One pass over the text: ``trace.run_plan`` drives the model over ``B`` streams in chunks of ``T``
 positions; each layer's kinds are rounded to float16, folded into per-neuron statistics on the
 device (moments, min/max, histograms, top/bottom positions) and handed to a writer thread that
-``pwrite``s them into ``.npy`` files created with ``numpy.lib.format.open_memmap``. Writing with
+``pwrite``s them into ``.npy`` files created with ``numpy.lib.format.open_memmap``. On CPU the
+rounding, statistics and predictions run in a second thread that reads the trace's buffers in
+place while the main thread traces on (``_StatsWorker``, ``_LendingWorkspace``). Writing with
 ``pwrite`` rather than through the memory map keeps the process's resident memory flat (mapped
 pages that were written count as resident until unmapped) and measured 2-4x faster here.
 
@@ -56,7 +58,15 @@ from interpret.store import (
     npy_header,
     stats_path,
 )
-from interpret.trace import StreamPlan, Workspace, check_selection, plan_streams, run_plan
+from interpret.trace import (
+    StreamPlan,
+    Workspace,
+    _chunk_inputs,
+    check_selection,
+    plan_streams,
+    predictions,
+    run_plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -405,13 +415,112 @@ class _Writer:
         self.thread.join()
 
 
-class _HalfPool:
-    """Reusable ``[B, T, H]`` float16 buffers: filled by the main thread, freed by the writer."""
+class _StatsWorker:
+    """Runs each layer's statistics, float16 rounding and write queueing in one thread, in order.
 
-    def __init__(self, shape: tuple[int, ...], device, size: int):
+    The main thread copies a layer's kinds out of the trace's reused buffers and goes on to the
+    next layer or chunk, while this thread folds the copies into the statistics (one thread and
+    FIFO order: the same arithmetic in the same order as inline, so the same bits). Large torch
+    operations release the GIL, so on two cores the statistics mostly hide behind the trace.
+    """
+
+    def __init__(self, num_threads: int, max_pending: int = 64):
+        self.q: queue.Queue = queue.Queue(max_pending)
+        self.error: BaseException | None = None
+        self.discard = False
+        self.num_threads = num_threads
+        self.thread = threading.Thread(target=self._run, name="lstmscope-stats", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        # Same intra-op thread count as the caller, so reductions split (and round) the same way.
+        torch.set_num_threads(self.num_threads)
+        with torch.inference_mode():
+            while True:
+                task = self.q.get()
+                try:
+                    if task is None:
+                        return
+                    fn, release = task
+                    try:
+                        if self.error is None and not self.discard:
+                            fn()
+                    finally:
+                        if release is not None:
+                            release()
+                except BaseException as e:  # surfaced on the main thread by check()
+                    self.error = e
+                finally:
+                    self.q.task_done()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, fn: Callable[[], None], release=None) -> None:
+        self.check()
+        self.q.put((fn, release))
+
+    def drain(self) -> None:
+        self.q.join()
+        self.check()
+
+    def close(self, discard: bool = False) -> None:
+        self.discard = self.discard or discard
+        self.q.put(None)
+        self.thread.join()
+
+
+class _LendingWorkspace:
+    """A trace workspace that lends each buffer out until it is given back.
+
+    The trace's gates and c live in workspace buffers that the next layer would overwrite; with
+    this workspace every ``get`` hands out a buffer nobody else holds (at most ``sets`` per
+    name, then ``get`` waits), so the statistics thread can read a layer's acts in place while
+    the trace goes on. ``take_lent()`` returns what was lent since the last call.
+    """
+
+    def __init__(self, device, sets: int = 2):
+        self.device = torch.device(device)
+        self.sets = sets
+        self.cond = threading.Condition()
+        self.free: dict[tuple, list[torch.Tensor]] = {}
+        self.made: dict[tuple, int] = {}
+        self.lent: list[tuple[tuple, torch.Tensor]] = []
+
+    def get(self, name: str, shape: tuple[int, ...], dtype=torch.float32, device=None):
+        numel = math.prod(shape)
+        key = (name, dtype, numel)
+        with self.cond:
+            while not self.free.get(key) and self.made.get(key, 0) >= self.sets:
+                self.cond.wait()
+            if self.free.get(key):
+                buf = self.free[key].pop()
+            else:
+                buf = torch.empty(numel, dtype=dtype, device=device or self.device)
+                self.made[key] = self.made.get(key, 0) + 1
+            self.lent.append((key, buf))
+        return buf.view(shape)
+
+    def take_lent(self) -> list[tuple[tuple, torch.Tensor]]:
+        with self.cond:
+            lent, self.lent = self.lent, []
+        return lent
+
+    def give_back(self, lent: list[tuple[tuple, torch.Tensor]]) -> None:
+        with self.cond:
+            for key, buf in lent:
+                self.free.setdefault(key, []).append(buf)
+            self.cond.notify_all()
+
+
+class _HalfPool:
+    """Reusable ``[B, T, H]`` buffers (float16 by default): taken by one thread, freed by another."""
+
+    def __init__(self, shape: tuple[int, ...], device, size: int, dtype=torch.float16):
         self.free: queue.Queue = queue.Queue()
         for _ in range(size):
-            self.free.put(torch.empty(shape, dtype=torch.float16, device=device))
+            self.free.put(torch.empty(shape, dtype=dtype, device=device))
 
     def take(self) -> torch.Tensor:
         return self.free.get()  # blocks while the writer is behind: bounded memory
@@ -743,6 +852,10 @@ def _record_locked(
         log.info("resuming %s at character %d of %d", root, done_chars, n)
 
     writer = _Writer()
+    # On CPU the statistics run in a second thread (see _StatsWorker); on an accelerator they
+    # are queued on the device anyway.
+    worker = _StatsWorker(torch.get_num_threads()) if dev.type == "cpu" else None
+    trace_ws = _LendingWorkspace(dev) if worker else None
     bar = tqdm(
         total=n, initial=done_chars, unit="char", unit_scale=True, desc="record",
         disable=not progress, mininterval=0.5, smoothing=0.1,
@@ -751,6 +864,8 @@ def _record_locked(
     last_ckpt = time.perf_counter()
 
     def save_checkpoint(next_chunk: int, state: list) -> None:
+        if worker is not None:
+            worker.drain()
         writer.drain()
         for f in (*files.values(), *pred.values()):
             f.sync()
@@ -795,59 +910,84 @@ def _record_locked(
             ]
         chunk_ctx.update(k=k, sel_tb=sel_tb, sel_bt=sel_bt, pos=pos, spans=spans)
 
+    def fold(li: int, kind: str, v: torch.Tensor, ctx: dict) -> None:
+        """Round ``v`` ``[T, B, H]`` to float16, fold it into the statistics, queue the write."""
+        sel_tb, sel_bt, pos = ctx["sel_tb"], ctx["sel_bt"], ctx["pos"]
+        # One pass: round to float16 and reorder to [B, T, H] so each row is one write.
+        v16 = pool.take()
+        v16.transpose(0, 1).copy_(v)
+        if kind == "c":  # the only unbounded kind: keep it inside float16's range
+            lo, hi = torch.aminmax(v)
+            if float(hi) > F16_MAX or float(lo) < -F16_MAX:
+                v16.clamp_(-F16_MAX, F16_MAX)
+                v = v.clamp(-F16_MAX, F16_MAX)
+        v2 = v.reshape(T * B, H)
+        h2 = v16.view(B * T, H)
+        if sel_tb is not None:
+            n_sel = sel_tb.numel()
+            v2 = torch.index_select(v2, 0, sel_tb, out=ws.get("vsel", (n_sel, H), v2.dtype))
+            h2 = torch.index_select(h2, 0, sel_bt, out=ws.get("hsel", (n_sel, H), h2.dtype))
+        stats[(li, kind)].update(v2, h2, pos)
+        if dev.type == "cpu":
+            writer.put(
+                files[(li, kind)].fd, v16.numpy(), ctx["spans"][(li, kind)],
+                lambda buf=v16: pool.give(buf),
+            )  # fmt: skip
+        else:
+            host = v16.cpu().numpy()
+            pool.give(v16)
+            writer.put(files[(li, kind)].fd, host, ctx["spans"][(li, kind)])
+
     def on_layer(k: int, li: int, acts: dict[str, torch.Tensor]) -> None:
         if chunk_ctx.get("k") != k:
             begin_chunk(k)
-        sel_tb, sel_bt, pos = chunk_ctx["sel_tb"], chunk_ctx["sel_bt"], chunk_ctx["pos"]
+        ctx = dict(chunk_ctx)
+        if worker is None:
+            for kind, v in acts.items():
+                fold(li, kind, v, ctx)
+            return
+        # The acts are read in place by the worker: h is the kernel's own fresh output, the
+        # gates and c live in buffers lent by trace_ws, given back once the layer is folded.
         for kind, v in acts.items():
-            # One pass: round to float16 and reorder to [B, T, H] so each row is one write.
-            v16 = pool.take()
-            v16.transpose(0, 1).copy_(v)
-            if kind == "c":  # the only unbounded kind: keep it inside float16's range
-                lo, hi = torch.aminmax(v)
-                if float(hi) > F16_MAX or float(lo) < -F16_MAX:
-                    v16.clamp_(-F16_MAX, F16_MAX)
-                    v = v.clamp(-F16_MAX, F16_MAX)
-            v2 = v.reshape(T * B, H)
-            h2 = v16.view(B * T, H)
-            if sel_tb is not None:
-                n_sel = sel_tb.numel()
-                v2 = torch.index_select(v2, 0, sel_tb, out=ws.get("vsel", (n_sel, H), v2.dtype))
-                h2 = torch.index_select(h2, 0, sel_bt, out=ws.get("hsel", (n_sel, H), h2.dtype))
-            stats[(li, kind)].update(v2, h2, pos)
-            if dev.type == "cpu":
-                writer.put(
-                    files[(li, kind)].fd, v16.numpy(), chunk_ctx["spans"][(li, kind)],
-                    lambda buf=v16: pool.give(buf),
-                )  # fmt: skip
-            else:
-                host = v16.cpu().numpy()
-                pool.give(v16)
-                writer.put(files[(li, kind)].fd, host, chunk_ctx["spans"][(li, kind)])
+            worker.put(lambda li=li, kind=kind, v=v: fold(li, kind, v, ctx))
+        lent = trace_ws.take_lent()
+        worker.put(lambda: None, lambda: trace_ws.give_back(lent))
 
+    def write_predictions(k: int, loss, top_ids, top_prob, spans: dict) -> None:
+        # Loss: row b at t predicts position start+t+1; write it there (the NaN at run
+        # starts was filled in when the file was created).
+        loss = loss.t().contiguous().cpu().numpy()  # [B, T]
+        loss_spans = [
+            (b, pred["loss"].offset + (int(plan.start[k, b]) + 1) * 4, m)
+            for b in range(B)
+            if (m := min(int(plan.length[k, b]), int(plan.run_stop[k, b] - plan.start[k, b] - 1)))
+            > 0
+        ]  # fmt: skip
+        writer.put(pred["loss"].fd, loss, loss_spans)
+        top_ids = top_ids.transpose(0, 1).to(torch.int32).contiguous().cpu().numpy()
+        top_prob = top_prob.transpose(0, 1).to(torch.float16).contiguous().cpu().numpy()
+        writer.put(pred["top_ids"].fd, top_ids, spans["top_ids"])
+        writer.put(pred["top_prob"].fd, top_prob, spans["top_prob"])
+
+    ok = False
     try:
         k = start_chunk - 1
         for res in run_plan(
             model, ids, plan, layers=layers, kinds=kinds, device=dev,
-            start_chunk=start_chunk, state=state, on_layer=on_layer,
+            start_chunk=start_chunk, state=state, on_layer=on_layer, predict=worker is None,
+            workspace=trace_ws,
         ):  # fmt: skip
             k = res.k
             if chunk_ctx.get("k") != k:
                 begin_chunk(k)  # no layer was recorded in this chunk (cannot happen, but cheap)
-            # Loss: row b at t predicts position start+t+1; write it there (the NaN at run
-            # starts was filled in when the file was created).
-            loss = res.loss.t().contiguous().cpu().numpy()  # [B, T]
-            spans = [
-                (b, pred["loss"].offset + (int(plan.start[k, b]) + 1) * 4, m)
-                for b in range(B)
-                if (m := min(int(plan.length[k, b]), int(plan.run_stop[k, b] - plan.start[k, b] - 1)))
-                > 0
-            ]  # fmt: skip
-            writer.put(pred["loss"].fd, loss, spans)
-            top_ids = res.top_ids.transpose(0, 1).to(torch.int32).contiguous().cpu().numpy()
-            top_prob = res.top_prob.transpose(0, 1).to(torch.float16).contiguous().cpu().numpy()
-            writer.put(pred["top_ids"].fd, top_ids, chunk_ctx["spans"]["top_ids"])
-            writer.put(pred["top_prob"].fd, top_prob, chunk_ctx["spans"]["top_prob"])
+            if worker is None:
+                write_predictions(k, res.loss, res.top_ids, res.top_prob, chunk_ctx["spans"])
+            else:
+                worker.put(
+                    lambda k=k, logits=res.logits, spans=chunk_ctx["spans"]: write_predictions(
+                        k, *predictions(logits, *_chunk_inputs(plan, k, ids)[1:]), spans
+                    )
+                )
             bar.update(int(plan.length[k].sum()))
             if hook is not None:
                 hook(k)
@@ -857,9 +997,14 @@ def _record_locked(
             state = res.state
         if k + 1 == plan.chunks and start_chunk < plan.chunks:
             save_checkpoint(plan.chunks, state)
+        if worker is not None:
+            worker.drain()
         writer.drain()
+        ok = True
     finally:
         bar.close()
+        if worker is not None:
+            worker.close(discard=not ok)
         writer.close()
         for f in (*files.values(), *pred.values()):
             f.close()

@@ -365,6 +365,7 @@ class ChunkResult:
     top_ids: torch.Tensor | None  # [T, B, 5] int64: next-character predictions
     top_prob: torch.Tensor | None  # [T, B, 5] float32
     state: list  # carried into chunk k + 1
+    logits: torch.Tensor | None = None  # [T, B, V]: set instead of loss/top_* when predict=False
 
 
 def reset_rows(state: list, keep: torch.Tensor) -> list:
@@ -394,6 +395,19 @@ def _chunk_inputs(plan: StreamPlan, k: int, ids: np.ndarray):
     return x, y, has_next
 
 
+def predictions(logits: torch.Tensor, y, has_next):
+    """``(loss [T, B], top_ids [T, B, 5], top_prob [T, B, 5])`` from ``logits`` ``[T, B, V]``;
+    ``y``/``has_next`` ``[T, B]`` numpy from ``_chunk_inputs``. Loss is in bits, NaN without a
+    next character."""
+    device = logits.device
+    lp = torch.log_softmax(logits.float(), dim=-1)  # [T, B, V]
+    yt = torch.from_numpy(y).to(device)
+    loss = lp.gather(2, yt.unsqueeze(2)).squeeze(2).mul_(-1.0 / LN2)  # [T, B]
+    loss.masked_fill_(~torch.from_numpy(has_next).to(device), float("nan"))
+    top_lp, top_ids = lp.topk(TOP_K_PRED, dim=2)
+    return loss, top_ids, top_lp.exp_()
+
+
 def zero_model_state(model: CharRNN, batch: int, device) -> list:
     return [layer.zero_state(batch, device) for layer in model.layers]
 
@@ -410,17 +424,22 @@ def run_plan(
     state: list | None = None,
     head: bool = True,
     on_layer: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None,
+    predict: bool = True,
+    workspace: Workspace | None = None,
 ) -> Iterator[ChunkResult]:
     """Yield one ``ChunkResult`` per chunk of ``plan``, from ``start_chunk`` on.
 
     ``state`` is the model state after chunk ``start_chunk - 1`` (for resuming); rows whose run
     starts at a chunk get a zero state there. ``on_layer(k, layer, acts)`` sees each layer's acts
     as soon as they exist (memory then holds one layer). Runs under ``torch.inference_mode``.
+    With ``predict=False`` the head's logits are handed over (``ChunkResult.logits``) instead of
+    loss and predictions, for a caller that computes those elsewhere (``predictions``). A
+    ``workspace`` (with ``on_layer``) replaces the one made here.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     ids = np.asarray(ids)
     B = plan.streams
-    workspace = Workspace(device)
+    workspace = workspace if workspace is not None else Workspace(device)
     with torch.inference_mode():
         if state is None:
             state = zero_model_state(model, B, device)
@@ -434,15 +453,12 @@ def run_plan(
                 model, xt, state, layers=layers, kinds=kinds, head=head, on_layer=cb,
                 workspace=workspace if cb is not None else None,
             )  # fmt: skip
-            loss = top_ids = top_prob = None
-            if head:
-                lp = torch.log_softmax(tr.logits.float(), dim=-1)  # [T, B, V]
-                yt = torch.from_numpy(y).to(device)
-                loss = lp.gather(2, yt.unsqueeze(2)).squeeze(2).mul_(-1.0 / LN2)  # [T, B]
-                loss.masked_fill_(~torch.from_numpy(has_next).to(device), float("nan"))
-                top_lp, top_ids = lp.topk(TOP_K_PRED, dim=2)
-                top_prob = top_lp.exp_()
-            yield ChunkResult(k, tr.acts, loss, top_ids, top_prob, tr.state)
+            loss = top_ids = top_prob = logits = None
+            if head and predict:
+                loss, top_ids, top_prob = predictions(tr.logits, y, has_next)
+            elif head:
+                logits = tr.logits
+            yield ChunkResult(k, tr.acts, loss, top_ids, top_prob, tr.state, logits)
             state = tr.state
 
 

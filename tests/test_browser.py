@@ -132,9 +132,10 @@ def js(pg, expr: str):
 
 
 def wait_js(pg, cond: str) -> None:
+    """Wait until ``cond`` holds; a model not there yet (tabs are built when opened) is false."""
     pg.wait_for_function(
         f"() => {{ const doc = Bokeh.documents[0]; const m = (n) => doc.get_model_by_name(n); "
-        f"return {cond}; }}",
+        f"try {{ return {cond}; }} catch (e) {{ return false; }} }}",
         timeout=TIMEOUT,
     )
 
@@ -170,11 +171,6 @@ def query(pg) -> dict[str, list[str]]:
     return parse_qs(urlparse(pg.url).query)
 
 
-def save(pg, name: str, full: bool = False) -> None:
-    if SAVE:
-        pg.screenshot(path=str(ROOT / "docs" / f"dashboard-{name}.png"), full_page=full)
-
-
 # ----------------------------------------------------------------------------------------------
 # Tests
 # ----------------------------------------------------------------------------------------------
@@ -190,7 +186,6 @@ def test_page_loads_and_colours_the_text(page, server):
     tip = page.locator(".bk-tooltip-content").first
     tip.wait_for(state="visible")
     assert "position" in tip.inner_text() and "40" in tip.inner_text()
-    save(page, "main")
 
 
 def test_opened_as_localhost_the_websocket_is_allowed(page, server):
@@ -226,7 +221,6 @@ def test_a_deep_link_opens_its_neuron_and_position(page, server, dash_store_dir)
     got = np.asarray(js(page, "Array.from(m('text_source').data.value).slice(0, 1000)"))
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert js(page, "new Set(Array.from(m('text_source').data.lane)).size") == 2
-    save(page, "stacked")
     page.locator(".ls-next-page button").click()
     wait_js(page, "m('page_info').text.startsWith('characters 4,000')")
     assert query(page)["start"] == ["4000"] and query(page)["neuron"] == ["L0.h.5", "L1.c.2"]
@@ -258,7 +252,6 @@ def test_clicking_a_ranked_row_shows_that_neuron(page, server):
     page.locator(".ls-rank .slick-row").nth(1).click()
     title_is(page, second)
     assert query(page)["neuron"][0] == second and query(page)["feature"] == ["in_string"]
-    save(page, "ranking")
 
 
 def test_select_a_span_and_match(page, server, dash_store_dir):  # noqa: F811
@@ -267,15 +260,15 @@ def test_select_a_span_and_match(page, server, dash_store_dir):  # noqa: F811
     a = text.index('"', 0)
     b = text.index('"', a + 1) + 1
     page.mouse.click(*cell_point(page, a))
+    page.wait_for_timeout(500)  # two quick clicks are a double tap to Bokeh, not two taps
     page.keyboard.down("Shift")
     page.mouse.click(*cell_point(page, b - 1))
     page.keyboard.up("Shift")
+    page.locator(".bk-tab", has_text="Select & match").click()  # built now, with the span
     wait_js(page, f"m('selection_info').text.includes('Selected <b>{a:,}–{b:,}</b>')")
-    page.locator(".bk-tab", has_text="Select & match").click()
     page.locator(".ls-select-run button").click()
     wait_js(page, "m('select_neurons').data.neuron.length > 0")
     wait_js(page, "m('select_status').text.includes('places')")
-    save(page, "match")
     first = js(page, "m('select_neurons').data.neuron[0]")
     page.locator(".ls-select .slick-row").first.click()
     title_is(page, first)
@@ -336,7 +329,6 @@ def test_hostile_corpus_renders_as_text(page, hostile_server):
     find.press("Enter")
     wait_js(page, "m('find_info').text.startsWith('match 1')")
     page.wait_for_timeout(500)
-    save(page, "hostile")
     # page.watch.check() at teardown: no alert dialog fired, no script error
 
 
@@ -350,13 +342,75 @@ def test_export_downloads_the_view(page, server):
     assert body.startswith("<!DOCTYPE html>") and 'data-neuron="L0.h.1"' in body
 
 
-def test_card_and_saturation_tabs(page, server):
+def test_card_snippet_click_jumps_and_saturation_tab_fills(page, server):
     open_page(page, server.url + "?neuron=L1.c.4")
     wait_js(page, "m('card_contexts').data.x.length > 0")
-    page.get_by_text("Neuron card").click()
-    page.wait_for_timeout(300)
-    save(page, "card", full=True)
+    # The contexts grid: 2 px border, 9 px cells from x = -16, 17 px rows from y = -0.5.
+    x, y, pos = js(
+        page,
+        "[0, 1, 2].map(k => [m('card_contexts').data.x, "
+        "m('card_contexts').data.y, m('card_contexts').data.pos][k][0])",
+    )
+    fig = js(page, "[m('card_context_fig').x_range.start, m('card_context_fig').y_range.end]")
+    page.locator(".ls-card-contexts").scroll_into_view_if_needed()
+    canvas = page.locator(".ls-card-contexts canvas").first.bounding_box()
+    page.mouse.click(canvas["x"] + 2 + (x - fig[0]) * CELL_W, canvas["y"] + 2 + (y - fig[1]) * 17)
+    wait_js(page, "m('text_marks').data.color.includes('#9400d3')")  # the target is outlined
+    start = int(query(page)["start"][0])
+    assert start <= pos < start + 2000
     page.locator(".bk-tab", has_text="Gate saturation").click()
     wait_js(page, "m('saturation_L1').data.neuron.length > 0")
-    page.wait_for_timeout(300)
-    save(page, "saturation", full=True)
+
+
+@pytest.mark.skipif(
+    not SAVE, reason="set LSTMSCOPE_SAVE_SCREENSHOTS=1 to refresh docs/dashboard-*.png"
+)
+def test_screenshots_of_the_main_views(browser, synthetic_store):
+    """The README's pictures, on the model trained on the synthetic corpus: it opens on the
+    best URL cell the analysis finds, with the in_url feature track under the text."""
+    from interpret.analysis.rank import rank_feature
+
+    store = synthetic_store.store
+    best = rank_feature(store, "in_url")["neuron"].tolist()
+    text = store.text
+    url = text.index("http", 500)
+    ctx = browser.new_context(viewport={"width": 1440, "height": 1100}, device_scale_factor=1)
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    out = ROOT / "docs"
+
+    def shot(name: str, full: bool = False) -> None:
+        pg.wait_for_timeout(600)
+        pg.screenshot(path=str(out / f"dashboard-{name}.png"), full_page=full)
+
+    with start_server(synthetic_store.path, port=0, initial=best[0]) as h:
+        start = max(0, url - 150)
+        open_page(pg, h.url + f"?start={start}&feature=in_url")  # the server's initial neuron
+        pg.mouse.move(*cell_point(pg, url - start + 9))
+        pg.locator(".bk-tooltip-content").first.wait_for(state="visible")
+        shot("main")
+        open_page(pg, h.url + f"?neuron={best[0]}&neuron={best[1]}&neuron={best[2]}"
+                  f"&start={start}&feature=in_url")  # fmt: skip
+        shot("stacked")
+        wait_js(pg, "m('card_contexts').data.x.length > 0")
+        pg.locator(".bk-tab", has_text="Neuron card").scroll_into_view_if_needed()
+        shot("card", full=True)
+        pg.locator(".bk-tab", has_text="Ranking").click()
+        wait_js(pg, "m('rank_source').data.neuron.length > 1")
+        shot("ranking", full=True)
+        pg.locator(".bk-tab", has_text="Gate saturation").click()
+        wait_js(pg, "m('saturation_L1').data.neuron.length > 0")
+        shot("saturation", full=True)
+        open_page(pg, h.url + f"?neuron={best[0]}&start={start}")
+        end = url + 12
+        pg.mouse.click(*cell_point(pg, url - start))
+        pg.wait_for_timeout(500)
+        pg.keyboard.down("Shift")
+        pg.mouse.click(*cell_point(pg, end - start))
+        pg.keyboard.up("Shift")
+        pg.locator(".bk-tab", has_text="Select & match").click()
+        wait_js(pg, "m('selection_info').text.includes('Selected')")
+        pg.locator(".ls-select-run button").click()
+        wait_js(pg, "m('select_status').text.includes('places')")
+        shot("match", full=True)
+    ctx.close()

@@ -357,7 +357,8 @@ def test_bad_deep_link_fields_are_reported_and_replaced_by_defaults(shared, args
 def test_no_url_field_names_a_file(shared, tmp_path):
     # Unknown fields (a store path, a file to read) are ignored: the store is fixed at start.
     app = page(shared, {"store": [str(tmp_path)], "path": ["/etc/passwd"], "file": ["/etc/hosts"]})
-    assert app.shared.store.path == shared.store.path and app.message.text == ""
+    assert app.shared.store.path == shared.store.path and app.message.kind == "info"
+    assert app.message.text.startswith("Opened on ")  # says why it opened on that neuron
     assert "etc" not in app.url.query
 
 
@@ -408,6 +409,8 @@ def test_feature_track_adds_a_lane_and_ranks(shared):
 
 
 def test_neuron_card_stats_histogram_and_contexts(shared):
+    from server.components.shared import analysis
+
     app = page(shared, {"neuron": ["L1.c.4"]})
     card = app.card
     stats = shared.store.stats.loc["L1.c.4"]
@@ -418,11 +421,15 @@ def test_neuron_card_stats_histogram_and_contexts(shared):
     # every snippet's marked character is its context's position, coloured like the text view
     src = card.source.data
     for r, p in enumerate(card.row_positions):
-        rows = [j for j, rr in enumerate(src["row"]) if rr == r]
-        assert p in [src["pos"][j] for j in rows]
+        assert p in np.asarray(src["pos"])[np.asarray(src["row"]) == r]
+    groups = {t for t in card.labels.data["text"] if not t[0].isdigit() and t[0] != "-"}
+    assert {"Highest activations", "Lowest activations"} <= groups
+    if analysis("contexts") is not None:  # the sampled contexts replaced the recorded ones
+        assert any(t.startswith("Sample at quantile") for t in groups), groups
     # clicking a snippet jumps there
     target = card.row_positions[-1]
-    card.source.selected.indices = [src["row"].index(len(card.row_positions) - 1)]
+    last_row = np.flatnonzero(np.asarray(src["row"]) == len(card.row_positions) - 1)
+    card.source.selected.indices = [int(last_row[0])]
     assert app.focus == (target, target + 1) and app.state.start <= target < app.state.stop
 
 
@@ -629,3 +636,27 @@ def test_app_hooks_open_the_store_once_and_start_on_the_initial_neuron(dash_stor
         assert app.state.primary == "L0.o.4" and "command line" in app.intro
     finally:
         handler.on_server_unloaded(ctx)
+
+
+def test_opens_on_the_best_url_cell_of_a_trained_model(synthetic_store):
+    """``make demo``'s promise: with no neuron named, the server ranks a URL feature once in the
+    background and new tabs open on the best cell it found (a cheap stand-in until then)."""
+    import time
+
+    from interpret.analysis.rank import rank_feature
+    from server.components.shared import Shared
+
+    shared = Shared(synthetic_store.store, background=True)
+    try:
+        stand_in = shared.fallback_neuron()
+        deadline = time.monotonic() + 120
+        while "best for" not in shared.initial_neuron()[1] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        nid, why = shared.initial_neuron()
+        best = rank_feature(synthetic_store.store, "in_url").iloc[0]
+        assert nid == best["neuron"] and "in_url" in why and best["auroc"] > 0.85
+        app = page(shared)
+        assert app.state.primary == nid and app.message.text.startswith(f"Opened on {nid}")
+        assert stand_in in shared.stats.index
+    finally:
+        shared.close()

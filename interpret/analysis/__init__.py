@@ -1,0 +1,33 @@
+"""Analysis of an activation store: one module per question, each a pure function of the store.
+
+- :mod:`~interpret.analysis.rank` — score every neuron against a feature (AP/AUROC or Pearson r)
+- :mod:`~interpret.analysis.contexts` — top, bottom and quantile-sampled contexts of a neuron
+- :mod:`~interpret.analysis.saturation` — gate saturation per layer (Karpathy et al. Fig. 3)
+- :mod:`~interpret.analysis.search` — select a span, find its neurons, find similar spans
+- :mod:`~interpret.analysis.probe` — sparse linear probes with a control task
+- :mod:`~interpret.analysis.ablate` — zero or clamp neurons inside the running model
+- :mod:`~interpret.analysis.errors` — per-character loss by category and bracket distance
+
+Everything returns a tidy ``pandas.DataFrame`` (or plain arrays) and reads the store read-only;
+nothing here writes files or prints. Results that are costly and depend only on the store (a
+feature computed over its text, line numbers, suggested thresholds) are cached per store object
+in :func:`store_cache`, so the dashboard pays for them once.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def store_cache(store: Any) -> dict:
+    """A dict that lives as long as ``store`` (the dashboard shares one store across threads)."""
+    with _LOCK:
+        try:
+            return _CACHES.setdefault(store, {})
+        except TypeError:  # an object that cannot be weakly referenced: no caching
+            return {}

@@ -1,0 +1,233 @@
+"""Start the dashboard (the Bokeh directory app in ``server/``) in this process.
+
+``serve`` is what ``lstmscope serve STORE`` runs: it checks the store, binds 127.0.0.1 unless
+told otherwise, accepts websocket connections only from the page it serves (opened as
+``localhost:PORT`` or ``127.0.0.1:PORT``, plus any ``--allow-origin HOST:PORT``), prints the URL
+and runs until Ctrl-C. ``start_server`` runs the same app on a background thread with its own
+event loop (port 0 picks a free port) for tests and benchmarks.
+
+The store path is fixed here; nothing a browser sends can make the server open another path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import webbrowser
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from interpret.errors import LstmscopeError
+from interpret.store import ActivationStore
+
+log = logging.getLogger(__name__)
+
+# The app lives next to the package in a source checkout (``pip install -e .``).
+SERVER_DIR = Path(__file__).resolve().parents[1] / "server"
+
+
+@dataclass
+class ServerHandle:
+    """A started server: ``url`` to open, ``stop()`` to shut it down."""
+
+    server: Any  # bokeh.server.server.BaseServer
+    url: str
+    port: int
+    address: str
+    origins: list[str]
+    thread: threading.Thread | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def io_loop(self):
+        return self.server.io_loop
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (and its thread, when it has one)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        loop = self.server.io_loop
+        if self.thread is None:
+            self.server.stop()
+            return
+
+        def shutdown() -> None:
+            try:
+                self.server.stop()
+            finally:
+                loop.stop()
+
+        loop.add_callback(shutdown)
+        self.thread.join(timeout)
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _origins(port: int, allow_origin: Sequence[str]) -> list[str]:
+    from bokeh.server.util import create_hosts_allowlist
+
+    extra = [o.strip() for o in allow_origin if o and o.strip()]
+    try:
+        extra = create_hosts_allowlist(extra, port) if extra else []
+    except ValueError as e:
+        raise LstmscopeError(
+            f"--allow-origin: {e} (expected HOST:PORT, e.g. myhost:5006)"
+        ) from None
+    return [f"localhost:{port}", f"127.0.0.1:{port}", *extra]
+
+
+def _url(address: str, port: int) -> str:
+    host = "localhost" if address in ("", "0.0.0.0", "::") else address
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def check_store(store_path: str | Path, initial: str | None = None) -> ActivationStore:
+    """Open the store (StoreError with a clear message if it is not one) and check ``initial``."""
+    store = ActivationStore.open(store_path)
+    if initial is not None:
+        store.window(0, 1, [initial])  # ValueError naming the neuron if the store lacks it
+    return store
+
+
+def make_server(
+    store_path: str | Path,
+    *,
+    port: int = 5006,
+    address: str = "127.0.0.1",
+    allow_origin: Sequence[str] = (),
+    initial: str | None = None,
+    workers: int = 2,
+) -> ServerHandle:
+    """Build (but do not start) the server on the current thread's event loop.
+
+    ``port=0`` binds a free port; the websocket allow-list is made for the port actually bound.
+    """
+    from bokeh.application import Application
+    from bokeh.application.handlers.directory import DirectoryHandler
+    from bokeh.server.server import BaseServer
+    from bokeh.server.tornado import BokehTornado
+    from bokeh.server.util import bind_sockets
+    from tornado.httpserver import HTTPServer
+    from tornado.ioloop import IOLoop
+
+    store = check_store(store_path, initial)
+    if not (SERVER_DIR / "main.py").is_file():
+        raise LstmscopeError(
+            f"the dashboard app is missing ({SERVER_DIR}); install lstmscope from a source "
+            "checkout (pip install -e .)"
+        )
+    argv = [str(store.path.resolve()), "--workers", str(workers)]
+    if initial is not None:
+        argv += ["--initial", initial]
+    handler = DirectoryHandler(filename=str(SERVER_DIR), argv=argv)
+    if handler.failed:
+        raise LstmscopeError(f"the dashboard app failed to load: {handler.error}")
+    app = Application(handler)
+    sockets, bound = bind_sockets(address, port)
+    try:
+        origins = _origins(bound, allow_origin)
+        url = _url(address, bound)
+        tornado_app = BokehTornado(
+            {"/": app},
+            extra_websocket_origins=origins,
+            absolute_url=url.rstrip("/"),
+            # Sessions of closed tabs are dropped after a minute, so memory stays flat.
+            unused_session_lifetime_milliseconds=60_000,
+            check_unused_sessions_milliseconds=10_000,
+        )
+        http = HTTPServer(tornado_app)
+        http.add_sockets(sockets)
+    except Exception:
+        for s in sockets:
+            s.close()
+        raise
+    server = BaseServer(IOLoop.current(), tornado_app, http)
+    log.info("dashboard for %s at %s (websocket origins %s)", store.path, url, ", ".join(origins))
+    return ServerHandle(server, url, bound, address, origins)
+
+
+def start_server(
+    store_path: str | Path,
+    *,
+    port: int = 0,
+    address: str = "127.0.0.1",
+    allow_origin: Sequence[str] = (),
+    initial: str | None = None,
+    workers: int = 2,
+    timeout: float = 60.0,
+) -> ServerHandle:
+    """Start the server on a daemon thread with its own event loop; returns once it listens."""
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        from tornado.ioloop import IOLoop
+
+        try:
+            handle = make_server(
+                store_path, port=port, address=address, allow_origin=allow_origin,
+                initial=initial, workers=workers,
+            )  # fmt: skip
+            handle.server.start()
+        except BaseException as e:
+            box["error"] = e
+            ready.set()
+            return
+        box["handle"] = handle
+        ready.set()
+        loop = IOLoop.current()
+        loop.start()
+        loop.close(all_fds=True)
+
+    thread = threading.Thread(target=run, name="lstmscope-server", daemon=True)
+    thread.start()
+    if not ready.wait(timeout):
+        raise RuntimeError(f"the dashboard server did not start within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    handle: ServerHandle = box["handle"]
+    handle.thread = thread
+    return handle
+
+
+def serve(
+    store_path: str | Path,
+    *,
+    port: int = 5006,
+    address: str = "127.0.0.1",
+    allow_origin: Sequence[str] = (),
+    show: bool = False,
+    initial: str | None = None,
+) -> NoReturn:
+    """Serve the dashboard for ``store_path`` until Ctrl-C (what ``lstmscope serve`` runs)."""
+    handle = make_server(
+        store_path, port=port, address=address, allow_origin=allow_origin, initial=initial
+    )
+    handle.server.start()
+    # The one line a user needs: where to point the browser (stdout, so scripts can read it).
+    print(f"lstmscope dashboard: {handle.url}  (Ctrl-C to stop)", flush=True)
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "listening on %s: anyone who can reach this machine can read the corpus", address
+        )
+    if show:
+        handle.io_loop.add_callback(lambda: webbrowser.open_new_tab(handle.url))
+    handle.server.run_until_shutdown()
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # python -m interpret.serve STORE [PORT] (benchmarks, debugging)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    serve(sys.argv[1], port=int(sys.argv[2]) if len(sys.argv) > 2 else 5006)

@@ -1,0 +1,185 @@
+"""The side panel: neuron pickers, paging, jump, find, feature track, export, and the message
+line. Widgets only; ``main.py`` wires their callbacks to the view state."""
+
+from __future__ import annotations
+
+import html
+from typing import ClassVar
+
+from bokeh.layouts import column, row
+from bokeh.models import Button, CheckboxGroup, Div, Select, Spinner, TextInput
+
+from interpret.features import FEATURES
+from interpret.names import KIND_NAMES, parse_neuron
+
+from .shared import Shared
+from .state import PAGE_SIZES, ViewState
+
+WIDTH = 280
+MARGIN = 10  # Bokeh puts 5 px around each widget
+NO_FEATURE = "(none)"
+
+
+class Message:
+    """One line at the top of the page for errors, warnings and progress. Text only: it often
+    quotes what the user typed, so it is escaped."""
+
+    STYLES: ClassVar[dict[str, str]] = {
+        "error": "color:#a00;background:#fdecea;border:1px solid #f5c2c0",
+        "warn": "color:#7a4d00;background:#fff4e0;border:1px solid #f0d9a8",
+        "info": "color:#333;background:#eef4fb;border:1px solid #cfe0f3",
+        "busy": "color:#333;background:#f3f3f3;border:1px solid #ddd",
+    }
+
+    def __init__(self) -> None:
+        self.root = Div(text="", name="message", css_classes=["ls-message"], width=990)
+        self.kind = ""
+        self.text = ""
+
+    def show(self, text: str, kind: str = "info") -> None:
+        self.kind, self.text = kind, text
+        if not text:
+            self.root.text = ""
+            return
+        style = self.STYLES.get(kind, self.STYLES["info"])
+        self.root.text = (
+            f'<div class="ls-msg ls-{kind}" style="{style};padding:4px 8px;border-radius:4px;'
+            f'font-size:13px;white-space:pre-wrap">{html.escape(text)}</div>'
+        )
+
+    def clear(self) -> None:
+        self.show("")
+
+
+class Controls:
+    def __init__(self, shared: Shared) -> None:
+        store = shared.store
+        self.shared = shared
+        w = WIDTH
+        self.info = Div(
+            text=(
+                f"<b>{html.escape(store.path.name)}</b><br>"
+                f"{store.n:,} characters · {store.cell.upper()} · layers "
+                f"{', '.join(map(str, store.layers))} · {store.hidden_size} units<br>"
+                f"kinds {html.escape(', '.join(store.kinds))}"
+            ),
+            width=w,
+        )
+        self.layer = Select(
+            title="Layer",
+            options=[str(li) for li in store.layers],
+            width=60,
+            name="layer",
+            css_classes=["ls-layer"],
+        )
+        self.kind = Select(
+            title="Kind",
+            options=[(k, f"{k} · {KIND_NAMES.get(k, k)}") for k in store.kinds],
+            width=w - 60 - 75 - 3 * MARGIN,
+            name="kind",
+            css_classes=["ls-kind"],
+        )
+        self.unit = Spinner(
+            title="Unit",
+            low=0,
+            high=store.hidden_size - 1,
+            step=1,
+            value=0,
+            width=75,
+            name="unit",
+            css_classes=["ls-unit"],
+        )
+        self.neuron = TextInput(
+            title="Neuron id(s): L1.c.137, more to stack",
+            width=w - MARGIN,
+            name="neuron_input",
+            css_classes=["ls-neuron-input"],
+        )
+        half, third = (w - 2 * MARGIN) // 2, (w - 3 * MARGIN) // 3
+        self.pin = Button(label="Pin (stack)", width=half, name="pin", css_classes=["ls-pin"])
+        self.clear_pins = Button(
+            label="Clear stack", width=half, name="clear_pins", css_classes=["ls-clear-pins"]
+        )
+        self.prev_page = Button(
+            label="◀ Prev", width=third, name="prev_page", css_classes=["ls-prev-page"]
+        )
+        self.next_page = Button(
+            label="Next ▶", width=third, name="next_page", css_classes=["ls-next-page"]
+        )
+        self.page_size = Select(
+            options=[str(s) for s in PAGE_SIZES],
+            width=third,
+            name="page_size",
+            css_classes=["ls-page-size"],
+        )
+        self.goto = TextInput(
+            title="Go to position", width=w - MARGIN, name="goto", css_classes=["ls-goto"]
+        )
+        self.page_info = Div(text="", width=w, name="page_info", css_classes=["ls-page-info"])
+        self.find = TextInput(
+            title="Find text (Enter)",
+            width=w - 70 - 2 * MARGIN,
+            name="find",
+            css_classes=["ls-find"],
+        )
+        self.find_regex = CheckboxGroup(
+            labels=["regex"], active=[], width=60, name="find_regex", css_classes=["ls-find-regex"]
+        )
+        self.find_prev = Button(label="◀", width=40, name="find_prev", css_classes=["ls-find-prev"])
+        self.find_next = Button(label="▶", width=40, name="find_next", css_classes=["ls-find-next"])
+        self.find_info = Div(
+            text="", width=w - 80 - 3 * MARGIN, name="find_info", css_classes=["ls-find-info"]
+        )
+        self.feature = Select(
+            title="Feature track (and ranking)",
+            options=[NO_FEATURE, *FEATURES],
+            value=NO_FEATURE,
+            width=w - MARGIN,
+            name="feature",
+            css_classes=["ls-feature"],
+        )
+        self.feature_info = Div(text="", width=w, styles={"font-size": "11px", "color": "#555"})
+        self.export = Button(
+            label="Export view as HTML",
+            button_type="primary",
+            width=w - MARGIN,
+            name="export",
+            css_classes=["ls-export"],
+        )
+        self.root = column(
+            self.info,
+            row(self.layer, self.kind, self.unit),
+            self.neuron,
+            row(self.pin, self.clear_pins),
+            Div(text="<b>Page</b>", width=w),
+            row(self.prev_page, self.next_page, self.page_size),
+            self.page_info,
+            self.goto,
+            row(self.find, column(Div(text="", height=14), self.find_regex)),
+            row(self.find_prev, self.find_next, self.find_info),
+            self.feature,
+            self.feature_info,
+            self.export,
+            width=w,
+            name="controls",
+        )
+
+    def update(self, state: ViewState, n: int) -> None:
+        """Show ``state`` in the widgets (the caller suppresses the resulting callbacks)."""
+        nrn = parse_neuron(state.primary)
+        self.layer.value = str(nrn.layer)
+        self.kind.value = nrn.kind
+        self.unit.value = nrn.unit
+        self.neuron.value = ", ".join(state.neurons)
+        self.page_size.value = str(state.size)
+        stop = min(state.stop, n)
+        self.page_info.text = f"characters {state.start:,}–{stop:,} of {n:,}"
+        self.prev_page.disabled = state.start <= 0
+        self.next_page.disabled = stop >= n
+        self.feature.value = state.feature or NO_FEATURE
+        if state.feature:
+            self.feature_info.text = html.escape(FEATURES[state.feature].description)
+        else:
+            self.feature_info.text = ""
+        self.find.value = state.find
+        self.find_regex.active = [0] if state.regex else []

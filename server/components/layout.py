@@ -1,0 +1,179 @@
+"""Presentation: where each character of a window sits on the text grid and which colour it gets.
+
+Pure functions over plain values (no Bokeh), shared by the text view, the contexts list and the
+heatmap. The grid is monospace: every character gets at least one cell so that each one can be
+hovered and selected; a tab spans to the next tab stop, East Asian wide characters and most
+emoji span two cells, control characters are drawn as the same visible escapes the HTML export
+uses (``\\r``, ``\\x01``, ``\\u202e``) and span as many cells as that escape has letters. Every
+``\\n`` is a faint ``↵`` cell at the end of its line (newline cells carry activations too).
+
+Nothing here produces markup: the dashboard draws these strings as canvas text, and Bokeh
+escapes tooltip values, so corpus text can never become HTML.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from interpret.colors import NAN_COLOR, Scale, palette, quantize, text_colors
+from interpret.export import visible_text
+
+TAB = 4  # tab stops, as in the export's CSS (tab-size: 4)
+WRAP = 100  # cells per display line; longer lines continue on the next row
+NEWLINE_MARK = "↵"
+TAB_MARK = "→"
+FEATURE_COLORMAP = "Greys"
+
+
+@lru_cache(maxsize=4096)
+def _cell(ch: str) -> tuple[str, int, bool]:
+    """``(drawn text, width in cells, faint)`` for one character other than a tab."""
+    if ch == "\n":
+        return NEWLINE_MARK, 1, True
+    shown = visible_text(ch)
+    if shown != ch:  # a control character, bidi control, BOM or lone surrogate
+        return shown, len(shown), False
+    if ch == " ":
+        return "", 1, False
+    if unicodedata.east_asian_width(ch) in ("W", "F"):
+        return ch, 2, False
+    return ch, 1, False
+
+
+def describe_char(ch: str) -> str:
+    """A hover label for one character: what it is, never raw control characters."""
+    names = {"\n": "newline \\n", "\t": "tab \\t", " ": "space", "\r": "carriage return \\r"}
+    if ch in names:
+        return names[ch]
+    shown = visible_text(ch)
+    return f"{shown}  U+{ord(ch):04X}"
+
+
+def show_char(ch: str) -> str:
+    """A vocabulary character in a short list (top-5 predictions)."""
+    return {"\n": "↵", "\t": "⇥", " ": "␣"}.get(ch) or visible_text(ch)
+
+
+@dataclass(frozen=True)
+class CharCells:
+    """The layout of ``T`` characters: display line, first column and width of each."""
+
+    line: np.ndarray  # [T] int32
+    col: np.ndarray  # [T] int32
+    width: np.ndarray  # [T] int32
+    glyph: list[str]  # [T] what to draw in the cell(s)
+    faint: np.ndarray  # [T] bool: a whitespace mark (↵, →), drawn light
+    n_lines: int
+    line_start: np.ndarray  # [n_lines] window index of each line's first character
+
+
+def char_cells(text: str, wrap: int = WRAP, tab: int = TAB) -> CharCells:
+    """Lay ``text`` out on a grid ``wrap`` cells wide, keeping its lines and indentation."""
+    if wrap < 8:
+        raise ValueError(f"wrap must be at least 8 cells, got {wrap}")
+    n = len(text)
+    line = np.empty(n, np.int32)
+    col = np.empty(n, np.int32)
+    width = np.empty(n, np.int32)
+    faint = np.zeros(n, bool)
+    glyph: list[str] = [""] * n
+    starts = [0] if n else []
+    r = c = 0
+    for i, ch in enumerate(text):
+        if ch == "\t":
+            w, g, f = tab - c % tab, TAB_MARK, True
+        else:
+            g, w, f = _cell(ch)
+            w = min(w, wrap)
+        # Soft wrap: the character moves to the next row (a line's ↵ may hang in the margin).
+        if c + w > wrap and c > 0 and ch != "\n":
+            r, c = r + 1, 0
+            starts.append(i)
+            if ch == "\t":
+                w = tab
+        line[i], col[i], width[i], glyph[i], faint[i] = r, c, w, g, f
+        c += w
+        if ch == "\n" and i + 1 < n:
+            r, c = r + 1, 0
+            starts.append(i + 1)
+    return CharCells(
+        line, col, width, glyph, faint, (r + 1) if n else 0, np.asarray(starts, np.int64)
+    )
+
+
+def lanes_per_line(lanes: int) -> int:
+    """Rows one display line takes: one per lane, plus a blank separator when stacked."""
+    return lanes + 1 if lanes > 1 else 1
+
+
+def grid(cells: CharCells, lanes: int) -> dict[str, np.ndarray]:
+    """Glyph positions for ``lanes`` stacked rows per line (Karpathy et al.'s figures): each
+    display line of text is repeated once per neuron (and once for a feature track), so one
+    character's values line up vertically. Arrays ``[T * lanes]``, lane-major."""
+    T = len(cells.glyph)
+    per = lanes_per_line(lanes)
+    lane = np.repeat(np.arange(lanes, dtype=np.int32), T)
+    idx = np.tile(np.arange(T, dtype=np.int32), lanes)
+    x = np.tile(cells.col + cells.width / 2.0, lanes)
+    y = np.tile(cells.line * per, lanes) + lane
+    w = np.tile(cells.width, lanes).astype(np.float64)
+    return {"x": x, "y": y.astype(np.float64), "w": w, "i": idx, "lane": lane}
+
+
+@dataclass(frozen=True)
+class ColorTable:
+    """The palettes of all scales on screen, one after another, each followed by the NaN
+    colour: a colour class ``k`` of scale ``j`` is entry ``offsets[j] + k``. One colour mapper
+    on the client then turns small integers into colours, so changing neuron sends one int16
+    array instead of thousands of colour strings."""
+
+    fill: list[str]
+    text: list[str]
+    offsets: list[int]
+
+
+def color_table(scales: list[Scale]) -> ColorTable:
+    fill: list[str] = []
+    offsets: list[int] = []
+    seen: dict[tuple[str, ...], int] = {}
+    for s in scales:
+        if s.palette not in seen:
+            seen[s.palette] = len(fill)
+            fill.extend([*s.palette, NAN_COLOR])
+        offsets.append(seen[s.palette])
+    return ColorTable(fill, list(text_colors(tuple(fill))), offsets)
+
+
+def color_index(values: np.ndarray, scales: list[Scale], table: ColorTable) -> np.ndarray:
+    """``[T, K]`` values -> ``[T * K]`` int16 entries of ``table`` (lane-major, as ``grid``)."""
+    v = np.asarray(values)
+    cols = [quantize(v[:, j], s) + table.offsets[j] for j, s in enumerate(scales)]
+    return np.concatenate(cols).astype(np.int16) if cols else np.zeros(0, np.int16)
+
+
+def feature_scale(values: np.ndarray) -> Scale:
+    """Greys from 0 to the feature's largest value (binary features: off white, on dark)."""
+    top = float(np.nanmax(values)) if np.size(values) else 1.0
+    return Scale(
+        palette(FEATURE_COLORMAP, 9), 0.0, max(top, 1.0), 0.0, diverging=False,
+        name=FEATURE_COLORMAP,
+    )  # fmt: skip
+
+
+def row_cells(text: str) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """A snippet laid out on ONE row (contexts, match lists): ``↵`` and ``→`` take one cell
+    each and do not break or indent, so snippets stay compact and line up.
+    Returns ``(col [T], width [T], glyph [T], faint [T])``."""
+    glyph: list[str] = []
+    width = np.empty(len(text), np.int32)
+    faint = np.zeros(len(text), bool)
+    for i, ch in enumerate(text):
+        g, w, f = (TAB_MARK, 1, True) if ch == "\t" else _cell(ch)
+        glyph.append(g)
+        width[i], faint[i] = w, f
+    col = np.concatenate(([0], np.cumsum(width)[:-1])).astype(np.int32) if len(text) else width
+    return col, width, glyph, faint

@@ -1,0 +1,360 @@
+"""The text view: a window of the corpus, every character coloured by the selected neuron(s).
+
+Drawn as a glyph grid on a Bokeh figure (one ``rect`` and one ``text`` glyph per character and
+lane) rather than as HTML, because the grid gives what a ``Div`` cannot: a real hover tool
+(character, position, value, loss, the model's top-5 next characters), tap / shift-tap and
+box selection of spans for select-and-match, and colours changed by sending one small int16
+array per neuron change (a colour mapper on the client turns colour classes into colours).
+Corpus text only ever reaches the page as canvas text or as Bokeh tooltip values, which Bokeh
+escapes, so no character of the corpus can become markup.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from bokeh.core.properties import value
+from bokeh.layouts import column
+from bokeh.models import (
+    BoxSelectTool,
+    ColumnDataSource,
+    CustomJSHover,
+    HoverTool,
+    LinearColorMapper,
+    Range1d,
+    TapTool,
+    WheelPanTool,
+)
+from bokeh.plotting import figure
+from bokeh.transform import transform
+
+from interpret.colors import Scale
+from interpret.names import KIND_NAMES, parse_neuron
+
+from .layout import (
+    WRAP,
+    CharCells,
+    ColorTable,
+    char_cells,
+    color_index,
+    color_table,
+    describe_char,
+    feature_scale,
+    grid,
+    lanes_per_line,
+    show_char,
+)
+from .shared import Shared
+from .state import ViewState
+
+log = logging.getLogger(__name__)
+
+CELL_W = 9  # px per grid cell: a 13 px monospace glyph is ~7.8 px wide
+ROW_H = 18
+GUTTER = 9  # cells left of the text for line positions / lane names
+MAX_ROWS = 34  # rows visible at once; the wheel scrolls the rest
+FONT = "'DejaVu Sans Mono', Menlo, Consolas, monospace"
+
+MARK_COLORS = {"match": "#ff7f0e", "current": "#d62728", "selection": "#111111", "focus": "#9400d3"}
+
+_LOOKUP_JS = """
+const v = src.data[format][value];
+if (typeof v === 'number') return Number.isNaN(v) ? '–' : v.toFixed(2);
+return v == null ? '' : String(v);
+"""
+
+
+def lane_scales(shared: Shared, neurons: tuple[str, ...]) -> list[Scale]:
+    return [shared.scale(nid) for nid in neurons]
+
+
+class Legend:
+    """One colour bar per lane with its range, so colours can be read as numbers."""
+
+    WIDTH = (WRAP + GUTTER) * CELL_W
+
+    def __init__(self) -> None:
+        self.bars = ColumnDataSource({"x": [], "y": [], "w": [], "color": []})
+        self.labels = ColumnDataSource({"x": [], "y": [], "text": [], "align": []})
+        fig = figure(
+            width=self.WIDTH, height=24, x_range=Range1d(0, self.WIDTH), y_range=Range1d(0.5, -0.5),
+            toolbar_location=None, tools="", min_border=0, outline_line_color=None,
+            name="legend", x_axis_type=None, y_axis_type=None,
+        )  # fmt: skip
+        fig.rect("x", "y", "w", 0.7, source=self.bars, fill_color="color", line_color=None)
+        fig.text(
+            "x", "y", text="text", source=self.labels, text_align="align", text_baseline="middle",
+            text_font_size="11px", text_color="#333",
+        )  # fmt: skip
+        self.root = fig
+
+    def update(self, names: list[str], scales: list[Scale]) -> None:
+        bx, bw = 62, 220
+        xs, ys, ws, cs = [], [], [], []
+        lx, ly, lt, la = [], [], [], []
+        for j, (name, sc) in enumerate(zip(names, scales, strict=True)):
+            step = bw / sc.n
+            xs += [bx + (k + 0.5) * step for k in range(sc.n)]
+            ys += [j] * sc.n
+            ws += [step + 0.3] * sc.n
+            cs += list(sc.palette)
+            lo = f"≤{sc.lo:.3g}" if sc.diverging else f"{sc.lo:.3g}"
+            hi = f"≥{sc.hi:.3g}" if sc.diverging else f"{sc.hi:.3g}"
+            lx += [bx - 4, bx + bw + 4, bx + bw + 56]
+            ly += [j, j, j]
+            lt += [lo, hi, name]
+            la += ["right", "left", "left"]
+        self.bars.data = {"x": xs, "y": ys, "w": ws, "color": cs}
+        self.labels.data = {"x": lx, "y": ly, "text": lt, "align": la}
+        k = max(len(names), 1)
+        self.root.y_range.start, self.root.y_range.end = k - 0.5, -0.5
+        self.root.height = 8 + 20 * k
+
+
+def lane_label(name: str) -> str:
+    try:
+        kind = parse_neuron(name).kind
+    except ValueError:
+        return f"{name} (feature)"
+    return f"{name} · {KIND_NAMES.get(kind, kind)}"
+
+
+class TextView:
+    """The coloured text. ``source`` holds one row per drawn cell (lane-major), ``chars`` one
+    row per character of the window (what the hover shows)."""
+
+    def __init__(self, shared: Shared, wrap: int = WRAP) -> None:
+        self.shared = shared
+        self.wrap = wrap
+        self.source = ColumnDataSource(
+            {"x": [], "y": [], "w": [], "i": [], "lane": [], "glyph": [], "alpha": [],
+             "cidx": [], "value": []},
+            name="text_source",
+        )  # fmt: skip
+        self.chars = ColumnDataSource(
+            {"ch": [], "pos": [], "loss": [], "top5": []}, name="text_chars"
+        )
+        self.lanes = ColumnDataSource({"name": []}, name="text_lanes")
+        self.marks = ColumnDataSource(
+            {"x": [], "y": [], "w": [], "h": [], "color": [], "lw": []}, name="text_marks"
+        )
+        self.gutter = ColumnDataSource({"x": [], "y": [], "text": []})
+        self.fill_map = LinearColorMapper(palette=["#ffffff"], low=-0.5, high=0.5)
+        self.text_map = LinearColorMapper(palette=["#000000"], low=-0.5, high=0.5)
+        width = (wrap + 1 + GUTTER) * CELL_W
+        fig = figure(
+            frame_width=width, frame_height=MAX_ROWS * ROW_H,
+            x_range=Range1d(-GUTTER, wrap + 1), y_range=Range1d(MAX_ROWS - 0.5, -0.5),
+            toolbar_location=None, tools="", min_border=0, outline_line_color="#ddd",
+            name="text_figure", css_classes=["ls-text"], x_axis_type=None, y_axis_type=None,
+        )  # fmt: skip
+        cells = fig.rect(
+            "x", "y", "w", 1.0, source=self.source, line_color=None,
+            fill_color=transform("cidx", self.fill_map),
+        )  # fmt: skip
+        # Selecting a span must not fade everything else (Bokeh's default non-selection look).
+        cells.selection_glyph = cells.glyph.clone(line_color="#000", line_width=1.5)
+        cells.nonselection_glyph = cells.glyph.clone()
+        text = fig.text(
+            "x", "y", text="glyph", source=self.source, text_align="center",
+            text_baseline="middle", text_font=value(FONT), text_font_size="13px",
+            text_color=transform("cidx", self.text_map), text_alpha="alpha",
+        )  # fmt: skip
+        text.nonselection_glyph = text.glyph.clone()
+        text.selection_glyph = text.glyph.clone()
+        fig.rect(
+            "x", "y", "w", "h", source=self.marks, fill_alpha=0, line_color="color",
+            line_width="lw",
+        )  # fmt: skip
+        fig.text(
+            "x", "y", text="text", source=self.gutter, text_align="right",
+            text_baseline="middle", text_font_size="10px", text_color="#888", text_font=value(FONT),
+        )  # fmt: skip
+        lookup = CustomJSHover(args={"src": self.chars}, code=_LOOKUP_JS)
+        lane_lookup = CustomJSHover(args={"src": self.lanes}, code=_LOOKUP_JS)
+        hover = HoverTool(
+            renderers=[cells],
+            tooltips=[
+                ("char", "@i{ch}"),
+                ("position", "@i{pos}"),
+                ("value", "@lane{name} = @value{0.0000}"),
+                ("loss", "@i{loss} bits"),
+                ("next, top 5", "@i{top5}"),
+            ],
+            formatters={"@i": lookup, "@lane": lane_lookup},
+            point_policy="follow_mouse",
+        )
+        tap = TapTool(renderers=[cells])
+        box = BoxSelectTool(renderers=[cells])
+        wheel = WheelPanTool(dimension="height")
+        fig.add_tools(hover, tap, box, wheel)
+        fig.toolbar.active_drag = box
+        fig.toolbar.active_scroll = wheel
+        fig.toolbar.active_tap = tap
+        self.figure = fig
+        self.legend = Legend()
+        self.root = column(self.legend.root, fig)
+        self.cells: CharCells | None = None
+        self.table: ColorTable | None = None
+        self.layout_key: tuple | None = None
+        self.lane_names: list[str] = []
+        self.n_rows = 0
+        self.start = 0
+
+    # -- data -----------------------------------------------------------------------------
+    def lane_values(self, state: ViewState) -> tuple[list[str], np.ndarray, list[Scale]]:
+        """Lane names, values ``[T, lanes]`` and scales for the window of ``state``."""
+        store, stop = self.shared.store, min(state.stop, self.shared.store.n)
+        vals = store.window(state.start, stop, list(state.neurons))  # [T, K]
+        scales = lane_scales(self.shared, state.neurons)
+        names = list(state.neurons)
+        if state.feature:
+            full = self.shared.feature(state.feature)
+            f = full[state.start : stop].astype(np.float32)
+            vals = np.concatenate([vals, f[:, None]], axis=1)
+            scales.append(feature_scale(full))
+            names.append(state.feature)
+        return names, vals, scales
+
+    def update(self, state: ViewState) -> None:
+        """Rebuild what changed: the layout when the window or the number of lanes changed,
+        else only colours and values (the common case: another neuron)."""
+        names, vals, scales = self.lane_values(state)
+        stop = min(state.stop, self.shared.store.n)
+        key = (state.start, stop, len(names))
+        table = color_table(scales)
+        cidx = color_index(vals, scales, table)
+        value = vals.T.reshape(-1).astype(np.float32)  # lane-major, as the grid
+        if key != self.layout_key:
+            self._relayout(state.start, stop, len(names), cidx, value)
+            self.layout_key = key
+        else:
+            # Only two columns go over the wire; the layout stays on the client.
+            self.source.data.update({"cidx": cidx, "value": value})
+        if self.table is None or table.fill != self.table.fill:
+            self.fill_map.update(palette=table.fill, high=len(table.fill) - 0.5)
+            self.text_map.update(palette=table.text, high=len(table.text) - 0.5)
+        self.table = table
+        if names != self.lane_names:
+            # One lane: the gutter shows positions, which a new neuron does not change.
+            redraw = len(names) > 1 or len(self.lane_names) != 1
+            self.lanes.data = {"name": names}
+            self.lane_names = names
+            if redraw:
+                self._gutter()
+        self.legend.update([lane_label(n) for n in names], scales)
+
+    def _relayout(self, start: int, stop: int, lanes: int, cidx: np.ndarray, value: np.ndarray):
+        text = self.shared.text[start:stop]
+        cells = char_cells(text, self.wrap)
+        g = grid(cells, lanes)
+        alpha = np.where(cells.faint, 0.45, 1.0)
+        self.source.selected.indices = []
+        self.source.data = {
+            **g,
+            "glyph": cells.glyph * lanes,
+            "alpha": np.tile(alpha, lanes),
+            "cidx": cidx,
+            "value": value,
+        }
+        self.chars.data = self._char_info(start, stop, text)
+        self.cells = cells
+        self.start = start
+        self.n_rows = cells.n_lines * lanes_per_line(lanes)
+        rows = max(1, min(MAX_ROWS, self.n_rows))
+        self.figure.frame_height = rows * ROW_H
+        yr = self.figure.y_range
+        yr.bounds = (-0.5, max(self.n_rows, rows) - 0.5)
+        yr.start, yr.end = rows - 0.5, -0.5
+        self.lane_names = []  # forces the gutter to be redrawn
+
+    def _char_info(self, start: int, stop: int, text: str) -> dict[str, list]:
+        store = self.shared.store
+        cold = np.asarray(store.cold[start:stop])
+        pos = [
+            f"{p:,}" + (" (warm-up)" if c else "")
+            for p, c in zip(range(start, stop), cold.tolist(), strict=True)
+        ]
+        ids = np.asarray(store.top_ids[start:stop])
+        probs = np.char.mod("%.2f", np.asarray(store.top_prob[start:stop], dtype=np.float32))
+        vocab = [show_char(c) for c in self.shared.vocab_chars]
+        top5 = [
+            "  ".join(f"{vocab[i]} {p}" for i, p in zip(row_i, row_p, strict=True))
+            for row_i, row_p in zip(ids.tolist(), probs.tolist(), strict=True)
+        ]
+        loss = np.asarray(store.loss[start:stop], dtype=np.float32)
+        return {"ch": [describe_char(c) for c in text], "pos": pos, "loss": loss, "top5": top5}
+
+    def _gutter(self) -> None:
+        cells = self.cells
+        if cells is None:
+            return
+        lanes = len(self.lane_names)
+        per = lanes_per_line(lanes)
+        xs, ys, ts = [], [], []
+        for ln, i in enumerate(cells.line_start.tolist()):
+            # One lane: each line's first position; stacked: each row's neuron (or feature).
+            labels = [f"{self.start + i}"] if lanes == 1 else self.lane_names
+            for j, label in enumerate(labels):
+                xs.append(-0.6)
+                ys.append(ln * per + j)
+                ts.append(label)
+        self.gutter.data = {"x": xs, "y": ys, "text": ts}
+
+    # -- marks and scrolling ----------------------------------------------------------------
+    def span_rects(self, a: int, b: int, color: str, lw: float) -> dict[str, list]:
+        """Outlines of the window positions ``[a, b)`` (corpus positions), one per line."""
+        out: dict[str, list] = {"x": [], "y": [], "w": [], "h": [], "color": [], "lw": []}
+        cells = self.cells
+        if cells is None:
+            return out
+        lo, hi = max(a - self.start, 0), min(b - self.start, len(cells.glyph))
+        if lo >= hi:
+            return out
+        lanes = max(len(self.lane_names), 1)
+        per = lanes_per_line(lanes)
+        line = cells.line[lo:hi]
+        for ln in np.unique(line).tolist():
+            idx = np.flatnonzero(line == ln) + lo
+            x0 = int(cells.col[idx[0]])
+            x1 = int(cells.col[idx[-1]] + cells.width[idx[-1]])
+            out["x"].append((x0 + x1) / 2)
+            out["y"].append(ln * per + (lanes - 1) / 2)
+            out["w"].append(x1 - x0)
+            out["h"].append(lanes)
+            out["color"].append(color)
+            out["lw"].append(lw)
+        return out
+
+    def set_marks(self, spans: list[tuple[int, int, str]]) -> None:
+        """Outline spans: ``(start, stop, kind)`` with kind one of :data:`MARK_COLORS`."""
+        data: dict[str, list] = {"x": [], "y": [], "w": [], "h": [], "color": [], "lw": []}
+        for a, b, kind in spans:
+            r = self.span_rects(
+                a, b, MARK_COLORS[kind], 3.0 if kind in ("current", "focus") else 2.0
+            )
+            for k in data:
+                data[k].extend(r[k])
+        if data != dict(self.marks.data):  # unchanged outlines are not resent
+            self.marks.data = data
+
+    def scroll_to(self, pos: int) -> None:
+        """Scroll so that corpus position ``pos`` is about a third of the way down."""
+        cells = self.cells
+        if cells is None or not 0 <= pos - self.start < len(cells.glyph):
+            return
+        per = lanes_per_line(max(len(self.lane_names), 1))
+        row = int(cells.line[pos - self.start]) * per
+        rows = max(1, min(MAX_ROWS, self.n_rows))
+        top = max(0, min(row - rows // 3, self.n_rows - rows))
+        yr = self.figure.y_range
+        yr.start, yr.end = top + rows - 0.5, top - 0.5
+
+    def selected_span(self) -> tuple[int, int] | None:
+        """The corpus span from the first to the last selected character, if any."""
+        idx = self.source.selected.indices
+        if not idx:
+            return None
+        i = np.asarray(self.source.data["i"])[np.asarray(idx, dtype=np.int64)]
+        return self.start + int(i.min()), self.start + int(i.max()) + 1
