@@ -764,6 +764,10 @@ def context_records(contexts: Any) -> list[dict[str, Any]]:
         rec["group"] = str(d["group"]) if _present(d.get("group")) else "contexts"
         if not _present(d.get("label")):
             rec.pop("label", None)
+        if rec["group"].startswith("q") and rec["group"][1:2].isdigit():
+            # The analysis names quantile samples q0.50 ...; the card shows them as one group.
+            rec.setdefault("label", f"q{round(float(rec['group'][1:]) * 100):02d}")
+            rec["group"] = "quantile"
         if not rec["start"] <= rec["position"] < rec["stop"]:
             raise ValueError(f"context needs start <= position < stop, got {dict(d)!r}")
         out.append(rec)
