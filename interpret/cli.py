@@ -102,16 +102,19 @@ def _build_synthetic(out: Path, n_chars: int, seed: int, extra: dict) -> dict:
 
 
 def _load_train_text(args):
+    """(train source, train text, validation text) from ``--data`` / ``--val-data``.
+
+    Validation comes from ``--val-data``, else a corpus folder's val split, else the last 5%.
+    """
     from interpret.corpus import load_text
 
     train_src = load_text(args.data, "train")
     if args.val_data:
-        val_src = load_text(args.val_data, "val")
-    elif len(args.data) == 1 and (Path(args.data[0]) / "manifest.json").is_file():
-        val_src = load_text(args.data, "val")
-    else:
-        val_src = None
-    return train_src, val_src
+        return train_src, train_src.text, load_text(args.val_data, "val").text
+    if len(args.data) == 1 and (Path(args.data[0]) / "manifest.json").is_file():
+        return train_src, train_src.text, load_text(args.data, "val").text
+    cut = int(len(train_src.text) * 0.95)
+    return train_src, train_src.text[:cut], train_src.text[cut:]
 
 
 def cmd_train(args) -> int:
@@ -121,13 +124,7 @@ def cmd_train(args) -> int:
     from interpret.train import TrainConfig, train
     from interpret.vocab import Vocab
 
-    train_src, val_src = _load_train_text(args)
-    text = train_src.text
-    if val_src is None:  # no separate validation text: hold out the last 5%
-        cut = int(len(text) * 0.95)
-        text, val_text = text[:cut], text[cut:]
-    else:
-        val_text = val_src.text
+    train_src, text, val_text = _load_train_text(args)
     run_dir = Path(args.output)
     if args.resume and (run_dir / "vocab.json").is_file():
         vocab = Vocab.load(run_dir / "vocab.json")  # the vocab must not change on resume
@@ -221,13 +218,7 @@ def cmd_compare(args) -> int:
     from interpret.train import TrainConfig
     from interpret.vocab import Vocab
 
-    train_src, val_src = _load_train_text(args)
-    text = train_src.text
-    if val_src is None:
-        cut = int(len(text) * 0.95)
-        text, val_text = text[:cut], text[cut:]
-    else:
-        val_text = val_src.text
+    _, text, val_text = _load_train_text(args)
     vocab = Vocab.from_text(text)
     base = ModelConfig(vocab_size=len(vocab), embed_dim=args.embed, hidden_size=args.hidden,
                        num_layers=args.layers)  # fmt: skip
