@@ -92,6 +92,7 @@ def trace_layer(
     state=None,
     kinds: Sequence[str] = (),
     workspace: Workspace | None = None,
+    method: str = "auto",
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, object]:
     """Run one layer over a chunk and rebuild what it computed.
 
@@ -101,10 +102,22 @@ def trace_layer(
     ``new_state`` is in PyTorch's form, ready for the next chunk. Runs in inference mode: the
     rebuild works in place, and nothing here is meant to be differentiated. With a
     ``workspace`` the gates and c live in its reused buffers: valid until the next call.
+
+    ``method``: ``"kernel"`` runs the fused kernel and rebuilds the gates from its h;
+    ``"steps"`` (LSTM only) is our own loop that keeps every gate as it computes it;
+    ``"auto"`` takes steps for an LSTM on CPU, where it is faster, and the kernel elsewhere.
     """
+    if method not in ("auto", "kernel", "steps"):
+        raise ValueError(f"method must be auto, kernel or steps, not {method!r}")
     T, B, _ = x.shape
     if state is None:
         state = _zero_state(layer, B, x.device, x.dtype)
+    if method == "auto":
+        method = "steps" if layer.cell == "lstm" and x.device.type == "cpu" else "kernel"
+    if method == "steps":
+        if layer.cell != "lstm":
+            raise ValueError(f"method 'steps' is for LSTM layers, not {layer.cell.upper()}")
+        return _lstm_steps(layer, x, state, kinds, workspace)
     # The module is batch-first; a transposed view of time-major data is what the kernel wants
     # internally, and its output comes back as a transposed view of a time-major buffer.
     h_bt, new_state = layer.rnn(x.transpose(0, 1), state)
@@ -171,6 +184,59 @@ def trace_layer(
     return acts, h, new_state
 
 
+def _lstm_steps(
+    layer: RecurrentLayer,
+    x: torch.Tensor,
+    state,
+    kinds: Sequence[str],
+    workspace: Workspace | None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, object]:
+    """The LSTM on CPU: our own loop over time that writes every gate where it is computed.
+
+    On a CPU the fused kernel is itself a loop of one ``[B, H] x [H, 4H]`` product and a few
+    elementwise steps per position, so recomputing every gate afterwards (the rebuild) doubles
+    the matrix work. Here the input products for the whole chunk are one ``addmm``; each step
+    adds ``h_{t-1} W_hh^T`` in place and applies the nonlinearities in place, so the gates, c and
+    h land straight in their ``[T, B, ·]`` buffers. Measured on one core (2x256, B=32): 92k
+    positions/s per layer for everything, against 77k for the kernel alone and 58k for kernel
+    plus rebuild. On an accelerator the per-step launches would dominate: there the kernel and
+    the rebuild stay (``trace_layer``).
+    """
+    T, B, _ = x.shape
+    H = layer.hidden_size
+    r = layer.rnn
+    w_hh_t = r.weight_hh_l0.t()
+    G = 4 * H
+
+    def buf(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if workspace is None:
+            return torch.empty(shape, dtype=x.dtype, device=x.device)
+        return workspace.get(name, shape, x.dtype, x.device)
+
+    pre = buf("pre", (T, B, G))
+    torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, x.reshape(T * B, -1), r.weight_ih_l0.t(),
+                out=pre.view(T * B, G))  # fmt: skip
+    hs, cs = buf("h", (T, B, H)), buf("c", (T, B, H))
+    h, c = state[0][0], state[1][0]
+    for t in range(T):
+        p = pre[t]  # [B, 4H] contiguous; columns i | f | g | o
+        p.addmm_(h, w_hh_t)
+        torch.sigmoid_(p[:, : 2 * H])
+        torch.tanh_(p[:, 2 * H : 3 * H])
+        torch.sigmoid_(p[:, 3 * H :])
+        ct, ht = cs[t], hs[t]
+        torch.mul(p[:, :H], p[:, 2 * H : 3 * H], out=ct)
+        ct.addcmul_(p[:, H : 2 * H], c)
+        torch.tanh(ct, out=ht).mul_(p[:, 3 * H :])
+        h, c = ht, ct
+    i, f, g, o = pre.split(H, dim=2)
+    every = {"h": hs, "c": cs, "i": i, "f": f, "g": g, "o": o}
+    acts = {k: every[k] for k in kinds}
+    out = cs if layer.output == "c" else hs
+    # The buffers are reused by the next chunk: the carried state must be a copy.
+    return acts, out, (hs[-1:].clone(), cs[-1:].clone())
+
+
 # ----------------------------------------------------------------------------------------------
 # All layers and the head, one chunk
 
@@ -211,6 +277,7 @@ def trace_chunk(
     head: bool = True,
     on_layer: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
     workspace: Workspace | None = None,
+    method: str = "auto",
 ) -> ChunkTrace:
     """Trace ``ids`` ``[T, B]`` (time-major) through every layer, carrying ``state``.
 
@@ -232,7 +299,7 @@ def trace_chunk(
             new_state.append(state[li])
             continue
         want = kinds if li in layers else ()
-        layer_acts, x, s = trace_layer(layer, x, state[li], want, workspace)
+        layer_acts, x, s = trace_layer(layer, x, state[li], want, workspace, method)
         new_state.append(s)
         layer_acts = {k: v for k, v in layer_acts.items() if k in want}
         if on_layer is not None:
@@ -426,6 +493,7 @@ def run_plan(
     on_layer: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None,
     predict: bool = True,
     workspace: Workspace | None = None,
+    method: str = "auto",
 ) -> Iterator[ChunkResult]:
     """Yield one ``ChunkResult`` per chunk of ``plan``, from ``start_chunk`` on.
 
@@ -451,7 +519,7 @@ def run_plan(
             cb = None if on_layer is None else (lambda li, a, k=k: on_layer(k, li, a))
             tr = trace_chunk(
                 model, xt, state, layers=layers, kinds=kinds, head=head, on_layer=cb,
-                workspace=workspace if cb is not None else None,
+                workspace=workspace if cb is not None else None, method=method,
             )  # fmt: skip
             loss = top_ids = top_prob = logits = None
             if head and predict:
@@ -472,6 +540,7 @@ def trace_ids(
     chunk_len: int = 1024,
     documents: Sequence[tuple[int, int]] | None = None,
     device: torch.device | str | None = None,
+    method: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Every asked-for activation of a (short) text in memory: ``{"L0.c": [N, H] float32}``.
 
@@ -485,7 +554,7 @@ def trace_ids(
     H = model.config.hidden_size
     out = {f"L{li}.{k}": np.zeros((n, H), dtype=np.float32) for li in layers for k in kinds}
     loss = np.full(n, np.nan, dtype=np.float32)
-    for res in run_plan(model, ids, plan, layers=layers, kinds=kinds, device=device):
+    for res in run_plan(model, ids, plan, layers=layers, kinds=kinds, device=device, method=method):
         for b in range(plan.streams):
             p, m = int(plan.start[res.k, b]), int(plan.length[res.k, b])
             if m == 0:

@@ -149,7 +149,10 @@ def test_one_stream_records_the_single_pass(lstm, tmp_path):
         x = lstm.model.embed(torch.from_numpy(lstm.vocab.encode(text))[None])
         for li, layer in enumerate(lstm.model.layers):
             x, _ = layer(x)
-            assert np.array_equal(store.array(li, "h"), x[0].numpy().astype(np.float16))
+            # On CPU the LSTM is traced by our own loop, not the kernel: equal to the kernel's
+            # h to float16 precision (float32 summation order differs).
+            want, got = x[0].numpy(), store.array(li, "h").astype(np.float32)
+            assert np.all(np.abs(got - want) <= np.abs(want) * 2.0**-10 + 1e-4), f"L{li}.h"
         logits = lstm.model.head(x)[0]
     probs = torch.softmax(logits, -1)
     top = probs.topk(5, dim=-1)
