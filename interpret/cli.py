@@ -143,6 +143,7 @@ def cmd_train(args) -> int:
                        schedule=args.schedule, weight_decay=args.weight_decay,
                        grad_clip=args.clip, max_steps=args.max_steps,
                        max_minutes=args.max_minutes, eval_every=args.eval_every,
+                       save_minutes=args.save_minutes,
                        patience=args.patience, seed=args.seed, bf16=args.bf16,
                        device=args.device, warmup_steps=args.warmup_steps)  # fmt: skip
     info = {"train": train_src.origin, "train_chars": len(train_ids), "val_chars": len(val_ids),
@@ -416,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, default=2000)
     t.add_argument("--max-minutes", type=float, default=0.0)
     t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument(
+        "--save-minutes",
+        type=float,
+        default=5.0,
+        help="also save last.pt this often between evaluations (0: only at them)",
+    )
     t.add_argument("--patience", type=int, default=0, help="early stop after N evals w/o gain")
     t.add_argument("--min-char-count", type=int, default=1, help="rarer characters become unknown")
     t.add_argument("--seed", type=int, default=0)

@@ -40,6 +40,7 @@ from interpret import __version__
 from interpret.checkpoint import LoadedModel
 from interpret.errors import StoreError
 from interpret.io import atomic_open, atomic_write_bytes, atomic_write_text
+from interpret.lock import folder_lock, remove_stale_temps, temp_owner
 from interpret.names import GATE_KINDS
 from interpret.store import (
     DTYPE,
@@ -594,9 +595,14 @@ def _dir_size(root: Path) -> int:
     return total
 
 
+def _store_file(name: str) -> bool:
+    """A store's own file, or the temp file of an atomic write of one."""
+    return name in STORE_FILES or temp_owner(name) in STORE_FILES
+
+
 def _clear_store(root: Path) -> None:
     """Remove a store's own files; refuse a folder that holds anything else."""
-    foreign = [p.name for p in root.iterdir() if p.name not in STORE_FILES]
+    foreign = [p.name for p in root.iterdir() if not _store_file(p.name)]
     if foreign:
         raise StoreError(
             f"{root} holds files that are not part of a store ({', '.join(sorted(foreign)[:3])}); "
@@ -610,24 +616,6 @@ def _clear_store(root: Path) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-
-
-@contextlib.contextmanager
-def _lock(root: Path):
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; a second writer is the user's problem
-        yield
-        return
-    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise StoreError(f"another `lstmscope record` is writing to {root} right now") from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def _normalize_documents(documents, n: int) -> np.ndarray | None:
@@ -698,14 +686,17 @@ def record(
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root} is a file; choose a folder for the store")
     if root.is_dir():
-        foreign = [p.name for p in root.iterdir() if p.name not in STORE_FILES]
+        foreign = [p.name for p in root.iterdir() if not _store_file(p.name)]
         if foreign:
             raise StoreError(
                 f"{root} exists and is not an lstmscope store (it holds "
                 f"{', '.join(sorted(foreign)[:3])}); choose another output folder"
             )
     root.mkdir(parents=True, exist_ok=True)
-    with _lock(root):
+    busy = f"another `lstmscope record` is writing to {root} right now"
+    with folder_lock(root, busy, StoreError):
+        for folder in (root, root / "progress", root / "stats"):
+            remove_stale_temps(folder)  # a run killed mid-write left them
         if (root / "meta.json").is_file():
             try:
                 m = json.loads((root / "meta.json").read_text(encoding="utf-8"))

@@ -30,6 +30,7 @@ from torch import nn
 from interpret.checkpoint import load_checkpoint, pick_device, save_checkpoint
 from interpret.errors import CheckpointError, LstmscopeError
 from interpret.io import atomic_write_text
+from interpret.lock import folder_lock, remove_stale_temps
 from interpret.model import CharRNN, ModelConfig, detach_state
 from interpret.plot import line_plot_html
 from interpret.vocab import Vocab
@@ -51,6 +52,7 @@ class TrainConfig:
     max_steps: int = 2000
     max_minutes: float = 0.0  # 0: no time limit
     eval_every: int = 200
+    save_minutes: float = 5.0  # also save last.pt this often: a kill loses at most this much
     eval_chars: int = 200_000  # validation is capped so it costs a small share of training
     patience: int = 0  # evaluations without improvement before stopping; 0: never
     seed: int = 0
@@ -63,6 +65,8 @@ class TrainConfig:
         for name in ("seq_len", "batch_size", "max_steps", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.save_minutes < 0:
+            raise ValueError("save_minutes must be at least 0 (0: save only at evaluations)")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -251,11 +255,38 @@ def train(
 ) -> TrainResult:
     """Train (or resume) a model; everything lands in ``run_dir``. Returns why it stopped.
 
-    ``_stop_at`` (tests) stops at that step exactly as Ctrl-C would.
+    ``_stop_at`` (tests) stops at that step exactly as Ctrl-C would. Only one training writes
+    to a ``run_dir`` at a time; temp files of a run killed mid-save are removed.
     """
+    run_dir = Path(run_dir)
+    kw = dict(resume=resume, progress=progress, data_info=data_info, _stop_at=_stop_at)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes
+        return _train(train_ids, val_ids, vocab, model_cfg, cfg, run_dir, **kw)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LstmscopeError(f"cannot create the run folder {run_dir}: {e.strerror}") from None
+    busy = f"another `lstmscope train` is writing to {run_dir} right now; use another -o folder"
+    with folder_lock(run_dir, busy):
+        remove_stale_temps(run_dir)
+        return _train(train_ids, val_ids, vocab, model_cfg, cfg, run_dir, **kw)
+
+
+def _train(
+    train_ids: np.ndarray,
+    val_ids: np.ndarray,
+    vocab: Vocab,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    data_info: dict | None,
+    _stop_at: int | None,
+) -> TrainResult:
     from tqdm.auto import tqdm
 
-    run_dir = Path(run_dir)
     device = pick_device(cfg.device)
     d = init_distributed(device)
     if d.world > 1 and device.type == "cuda":
@@ -353,6 +384,7 @@ def train(
     # Time carries over a resume, so --max-minutes is the budget of the whole run.
     t_start, stopped = time.time() - (history[-1]["time_s"] if history else 0.0), "max_steps"
     last_val = float("nan")
+    last_save = time.time()
     run_loss, run_n, bad_evals = 0.0, 0, 0
     t_window, chars_window = time.time(), 0
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and d.main),
@@ -376,6 +408,7 @@ def train(
                                 "train_bpc": train_bpc, "val_bpc": last_val, "lr": lr,
                                 "chars_per_s": round(cps, 1)})  # fmt: skip
                 checkpoint("last.pt", last_val)
+                last_save = time.time()
                 if improved:  # every rank computed the same val loss: same decision
                     checkpoint("best.pt", last_val)
                 if d.main:
@@ -391,9 +424,14 @@ def train(
             if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
                 stopped = "max_minutes"
                 break
-            if _stop_requested(interrupted, d) or (_stop_at is not None and step >= _stop_at):
+            save_due = bool(cfg.save_minutes) and time.time() - last_save > cfg.save_minutes * 60
+            stop, save_due = _agree(d, interrupted["flag"], save_due)
+            if stop or (_stop_at is not None and step >= _stop_at):
                 stopped = "interrupted"
                 break
+            if save_due:  # between evaluations: a kill now loses at most save_minutes
+                checkpoint("last.pt", last_val)
+                last_save = time.time()
 
             x, y, fresh = batches.get(step)
             if fresh:
@@ -438,14 +476,16 @@ def train(
     return TrainResult(run_dir, step, best, last_val, stopped)
 
 
-def _stop_requested(interrupted: dict, d: Dist) -> bool:
+def _agree(d: Dist, *flags: bool) -> tuple[bool, ...]:
+    """Each flag true on any rank is true on all: every rank stops (or saves) at the same step,
+    or the collectives deadlock."""
     if d.world == 1:
-        return interrupted["flag"]
+        return flags
     import torch.distributed as dist
 
-    flag = torch.tensor([1.0 if interrupted["flag"] else 0.0])
-    dist.all_reduce(flag)  # every rank stops at the same step, or the collectives deadlock
-    return bool(flag.item())
+    t = torch.tensor([1.0 if f else 0.0 for f in flags])
+    dist.all_reduce(t)
+    return tuple(bool(x > 0) for x in t.tolist())
 
 
 def threading_is_main() -> bool:
