@@ -363,80 +363,29 @@ class KindStats:
 # Writing rows into .npy files from a background thread
 
 
-class _Writer:
-    """pwrite()s chunk rows into open .npy files while the main thread computes the next ones."""
+class _TaskThread:
+    """Runs queued ``fn()`` tasks in order in one background thread.
+
+    ``release()`` (to hand a buffer back) runs after each task even when it fails; after a
+    failure the remaining tasks are skipped and the error surfaces on the caller at the next
+    ``put``, ``drain`` or ``check``. The queue is bounded, so a slow thread holds the caller back
+    instead of letting memory grow.
+    """
+
+    thread_name = "lstmscope-worker"
 
     def __init__(self, max_pending: int = 64):
         self.q: queue.Queue = queue.Queue(max_pending)
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="lstmscope-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            task = self.q.get()
-            try:
-                if task is None:
-                    return
-                fd, arr, spans, release = task  # arr [B, T, ...]; spans: (row, offset, rows)
-                try:
-                    if self.error is None:
-                        for b, offset, m in spans:
-                            os.pwrite(fd, memoryview(arr[b, :m]).cast("B"), offset)
-                finally:
-                    if release is not None:
-                        release()
-            except BaseException as e:  # surfaced on the main thread by check()
-                self.error = e
-            finally:
-                self.q.task_done()
-
-    def check(self) -> None:
-        if self.error is not None:
-            e = self.error
-            if isinstance(e, OSError) and e.errno == 28:
-                raise StoreError(
-                    "the disk is full; free some space and rerun the same command to resume"
-                ) from e
-            raise StoreError(f"writing the store failed: {e}") from e
-
-    def put(
-        self, fd: int, arr: np.ndarray, spans: list[tuple[int, int, int]], release=None
-    ) -> None:
-        """Queue ``arr``'s rows for writing; ``release()`` runs once they are written."""
-        self.check()
-        self.q.put((fd, arr, spans, release))
-
-    def drain(self) -> None:
-        self.q.join()
-        self.check()
-
-    def close(self) -> None:
-        self.q.put(None)
-        self.thread.join()
-
-
-class _StatsWorker:
-    """Runs each layer's statistics, float16 rounding and write queueing in one thread, in order.
-
-    The main thread copies a layer's kinds out of the trace's reused buffers and goes on to the
-    next layer or chunk, while this thread folds the copies into the statistics (one thread and
-    FIFO order: the same arithmetic in the same order as inline, so the same bits). Large torch
-    operations release the GIL, so on two cores the statistics mostly hide behind the trace.
-    """
-
-    def __init__(self, num_threads: int, max_pending: int = 64):
-        self.q: queue.Queue = queue.Queue(max_pending)
-        self.error: BaseException | None = None
         self.discard = False
-        self.num_threads = num_threads
-        self.thread = threading.Thread(target=self._run, name="lstmscope-stats", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self.thread.start()
 
+    def _context(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
     def _run(self) -> None:
-        # Same intra-op thread count as the caller, so reductions split (and round) the same way.
-        torch.set_num_threads(self.num_threads)
-        with torch.inference_mode():
+        with self._context():
             while True:
                 task = self.q.get()
                 try:
@@ -449,7 +398,7 @@ class _StatsWorker:
                     finally:
                         if release is not None:
                             release()
-                except BaseException as e:  # surfaced on the main thread by check()
+                except BaseException as e:  # surfaced on the caller by check()
                     self.error = e
                 finally:
                     self.q.task_done()
@@ -470,6 +419,54 @@ class _StatsWorker:
         self.discard = self.discard or discard
         self.q.put(None)
         self.thread.join()
+
+
+def _pwrite_rows(fd: int, arr: np.ndarray, spans: list[tuple[int, int, int]]) -> None:
+    """``arr`` ``[B, T, ...]``; each span ``(row, byte offset, rows)`` is one ``pwrite``."""
+    for b, offset, m in spans:
+        os.pwrite(fd, memoryview(arr[b, :m]).cast("B"), offset)
+
+
+class _Writer(_TaskThread):
+    """pwrite()s chunk rows into open .npy files while the main thread computes the next ones."""
+
+    thread_name = "lstmscope-writer"
+
+    def check(self) -> None:
+        if self.error is not None:
+            e = self.error
+            if isinstance(e, OSError) and e.errno == 28:
+                raise StoreError(
+                    "the disk is full; free some space and rerun the same command to resume"
+                ) from e
+            raise StoreError(f"writing the store failed: {e}") from e
+
+    def write(
+        self, fd: int, arr: np.ndarray, spans: list[tuple[int, int, int]], release=None
+    ) -> None:
+        """Queue ``arr``'s rows for writing; ``release()`` runs once they are written."""
+        self.put(lambda: _pwrite_rows(fd, arr, spans), release)
+
+
+class _StatsWorker(_TaskThread):
+    """Runs each layer's statistics, float16 rounding and write queueing in one thread, in order.
+
+    The main thread copies a layer's kinds out of the trace's reused buffers and goes on to the
+    next layer or chunk, while this thread folds the copies into the statistics (one thread and
+    FIFO order: the same arithmetic in the same order as inline, so the same bits). Large torch
+    operations release the GIL, so on two cores the statistics mostly hide behind the trace.
+    """
+
+    thread_name = "lstmscope-stats"
+
+    def __init__(self, num_threads: int, max_pending: int = 64):
+        self.num_threads = num_threads  # before the thread starts: _context reads it
+        super().__init__(max_pending)
+
+    def _context(self) -> contextlib.AbstractContextManager:
+        # Same intra-op thread count as the caller, so reductions split (and round) the same way.
+        torch.set_num_threads(self.num_threads)
+        return torch.inference_mode()
 
 
 class _LendingWorkspace:
@@ -920,14 +917,14 @@ def _record_locked(
             h2 = torch.index_select(h2, 0, sel_bt, out=ws.get("hsel", (n_sel, H), h2.dtype))
         stats[(li, kind)].update(v2, h2, pos)
         if dev.type == "cpu":
-            writer.put(
+            writer.write(
                 files[(li, kind)].fd, v16.numpy(), ctx["spans"][(li, kind)],
                 lambda buf=v16: pool.give(buf),
             )  # fmt: skip
         else:
             host = v16.cpu().numpy()
             pool.give(v16)
-            writer.put(files[(li, kind)].fd, host, ctx["spans"][(li, kind)])
+            writer.write(files[(li, kind)].fd, host, ctx["spans"][(li, kind)])
 
     def on_layer(k: int, li: int, acts: dict[str, torch.Tensor]) -> None:
         if chunk_ctx.get("k") != k:
@@ -954,11 +951,11 @@ def _record_locked(
             if (m := min(int(plan.length[k, b]), int(plan.run_stop[k, b] - plan.start[k, b] - 1)))
             > 0
         ]  # fmt: skip
-        writer.put(pred["loss"].fd, loss, loss_spans)
+        writer.write(pred["loss"].fd, loss, loss_spans)
         top_ids = top_ids.transpose(0, 1).to(torch.int32).contiguous().cpu().numpy()
         top_prob = top_prob.transpose(0, 1).to(torch.float16).contiguous().cpu().numpy()
-        writer.put(pred["top_ids"].fd, top_ids, spans["top_ids"])
-        writer.put(pred["top_prob"].fd, top_prob, spans["top_prob"])
+        writer.write(pred["top_ids"].fd, top_ids, spans["top_ids"])
+        writer.write(pred["top_prob"].fd, top_prob, spans["top_prob"])
 
     ok = False
     try:
