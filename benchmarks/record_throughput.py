@@ -4,6 +4,9 @@ For each model (a 2x256 LSTM with embed 64 standing in for the demo model, a 3x5
 real checkpoint with --model PATH / demo), in one run:
 
   bare    the fused forward pass alone: same streams B and chunk length T, no_grad, no output
+  trace   every kind of every layer and the predictions computed but not kept, by each method:
+          "kernel" (fused kernel, then the gates rebuilt by two matmuls; what runs on a GPU) and
+          "steps" (our own loop over time that keeps each gate as it computes it; CPU default)
   record  interpret.record.record: every kind of every layer to disk, with statistics
   naive   one stream, position by position: torch.nn.LSTMCell for h and c, the gates written
           out, every kind stored into float16 .npy memory maps
@@ -37,6 +40,7 @@ from interpret.checkpoint import LoadedModel, load_model
 from interpret.model import CharRNN, ModelConfig
 from interpret.record import default_chunk_len, record
 from interpret.store import ActivationStore
+from interpret.trace import Workspace, plan_streams, run_plan
 from interpret.vocab import Vocab
 
 VOCAB = "".join(chr(c) for c in range(32, 127)) + "\n\t\u00e9\u00fc\u2014"  # 100 characters
@@ -85,6 +89,20 @@ def bare_forward(loaded: LoadedModel, ids: np.ndarray, streams: int, chunk_len: 
         for a in range(0, x.shape[1], chunk_len):
             _, state = loaded.model(x[:, a : a + chunk_len], state)
     clock.n = n
+    return clock
+
+
+def trace_only(
+    loaded: LoadedModel, ids: np.ndarray, streams: int, chunk_len: int, method: str
+) -> Clock:
+    """Everything ``record`` computes (all kinds, loss, top-5), handed to a callback that drops
+    it: the trace's share of the cost."""
+    plan = plan_streams(len(ids), streams, chunk_len)
+    with Clock() as clock:
+        for _ in run_plan(loaded.model, ids, plan, on_layer=lambda k, li, acts: None,
+                          workspace=Workspace(), method=method):  # fmt: skip
+            pass
+    clock.n = len(ids)
     return clock
 
 
@@ -147,6 +165,10 @@ def measure(loaded: LoadedModel, text: str, streams: int, naive_chars: int) -> d
     }
     c = bare_forward(loaded, ids, streams, chunk_len)
     row["bare"], row["bare cpu"] = c.n / c.wall, c.n / c.cpu
+    if loaded.config.cell == "lstm":
+        for method in ("kernel", "steps"):
+            c = trace_only(loaded, ids, streams, chunk_len, method)
+            row[f"trace {method}"] = c.n / c.wall
     with tempfile.TemporaryDirectory(prefix="lstmscope-bench-") as tmp:
         with Clock() as c:
             s = record(
@@ -254,6 +276,12 @@ def main(argv=None) -> None:
                 f"record {row['record' + suffix]:9,.0f}  naive {row.get('naive' + suffix, nan):7,.0f}"
                 f"  |  record/bare {row['record/bare' + suffix]:.2f}"
                 f"  record/naive {row.get('record/naive' + suffix, nan):5.1f}x"
+            )
+        if "trace steps" in row:
+            print(
+                f"    trace only (nothing kept), wall: kernel+rebuild {row['trace kernel']:9,.0f}"
+                f"  steps {row['trace steps']:9,.0f}  |  /bare {row['trace kernel'] / row['bare']:.2f}"
+                f" and {row['trace steps'] / row['bare']:.2f}"
             )
         print(
             f"    record, calling thread's cpu only: {row['record main-thread cpu']:9,.0f} chars/s"
