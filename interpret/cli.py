@@ -541,6 +541,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lstmscope {args.command}: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # disk full, read-only folder: say which file and why
-        print(f"lstmscope {args.command}: error: {e.strerror or e} ({e.filename or ''})",
-              file=sys.stderr)  # fmt: skip
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"lstmscope {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1

@@ -1,37 +1,73 @@
 """Atomic writes: a temp file in the same folder, fsync, then ``os.replace``.
 
-A reader (or a resumed run) therefore sees either the old file or the new one, never half.
+A reader (or a resumed run) therefore sees either the old file or the new one, never half. A
+write that fails (disk full, read-only folder) removes its temp file and raises ``WriteError``,
+which names the file and says the previous version is unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from interpret.errors import LstmscopeError, WriteError, write_failure
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should read like any file
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise WriteError(path, e, existed=existed) from e
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding, newline="" if encoding else None) as f:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should read like any file
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        # A failed write often surfaces as something else (torch.save: a RuntimeError about
+        # stream positions), with the OSError as its context: report the OSError, plainly.
+        cause = None if isinstance(e, LstmscopeError) else write_failure(e)
+        if cause is not None and cause.errno is None and _nearly_full(path.parent):
+            # numpy's tofile reports a short write ("N requested and M written") with no errno;
+            # measured before the temp file goes, a disk that is now full explains it.
+            cause = OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}; {cause}")
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if cause is not None and isinstance(e, Exception):
+            raise WriteError(path, cause, existed=existed) from e
         raise
+
+
+def _nearly_full(folder: Path, slack: int = 1 << 20) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < slack
+    except OSError:
+        return False
+
+
+def make_dir(path: str | Path) -> Path:
+    """``mkdir -p`` that fails with a ``WriteError`` naming the folder (read-only, no space)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(path, e, action="create the folder") from e
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from interpret.errors import LstmscopeError
+from interpret.errors import LstmscopeError, WriteError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,10 @@ def folder_lock(
     except ImportError:  # Windows: no advisory locks; a second writer is the user's problem
         yield
         return
-    fd = os.open(Path(root) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(Path(root) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a read-only folder or a full disk: say so, and where
+        raise WriteError(Path(root) / LOCK_NAME, e, action="create the lock file") from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -38,8 +38,8 @@ import torch
 
 from interpret import __version__
 from interpret.checkpoint import LoadedModel
-from interpret.errors import StoreError
-from interpret.io import atomic_open, atomic_write_bytes, atomic_write_text
+from interpret.errors import LstmscopeError, StoreError, WriteError
+from interpret.io import atomic_open, atomic_write_bytes, atomic_write_text, make_dir
 from interpret.lock import folder_lock, remove_stale_temps, temp_owner
 from interpret.names import GATE_KINDS
 from interpret.store import (
@@ -115,10 +115,20 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
-def estimate_bytes(n: int, n_arrays: int, hidden_size: int) -> int:
-    """Store size: activations, ids, cold, predictions; text and stats are small beside them."""
-    per_char = n_arrays * hidden_size * 2 + 4 + 1 + 4 + 5 * 4 + 5 * 2
-    return n * per_char
+def estimate_bytes(n: int, n_arrays: int, hidden_size: int, hist_bins: int = 0) -> int:
+    """Peak disk use: activations, ids, cold, predictions, text; and per array the statistics
+    with their histogram, twice (the progress checkpoint holds a copy while they are written),
+    which is what dominates a small store."""
+    per_char = n_arrays * hidden_size * 2 + 4 + 1 + 4 + 5 * 4 + 5 * 2 + 4
+    return n * per_char + 2 * n_arrays * hidden_size * (hist_bins + 4 * TOP_K + 16) * 8
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,10 +431,13 @@ class _TaskThread:
         self.thread.join()
 
 
-def _pwrite_rows(fd: int, arr: np.ndarray, spans: list[tuple[int, int, int]]) -> None:
+def _pwrite_rows(f: _NpyFile, arr: np.ndarray, spans: list[tuple[int, int, int]]) -> None:
     """``arr`` ``[B, T, ...]``; each span ``(row, byte offset, rows)`` is one ``pwrite``."""
-    for b, offset, m in spans:
-        os.pwrite(fd, memoryview(arr[b, :m]).cast("B"), offset)
+    try:
+        for b, offset, m in spans:
+            os.pwrite(f.fd, memoryview(arr[b, :m]).cast("B"), offset)
+    except OSError as e:
+        raise WriteError(f.path, e) from e
 
 
 class _Writer(_TaskThread):
@@ -435,17 +448,15 @@ class _Writer(_TaskThread):
     def check(self) -> None:
         if self.error is not None:
             e = self.error
-            if isinstance(e, OSError) and e.errno == 28:
-                raise StoreError(
-                    "the disk is full; free some space and rerun the same command to resume"
-                ) from e
+            if isinstance(e, LstmscopeError):  # a WriteError names the file and what to do
+                raise e
             raise StoreError(f"writing the store failed: {e}") from e
 
     def write(
-        self, fd: int, arr: np.ndarray, spans: list[tuple[int, int, int]], release=None
+        self, f: _NpyFile, arr: np.ndarray, spans: list[tuple[int, int, int]], release=None
     ) -> None:
         """Queue ``arr``'s rows for writing; ``release()`` runs once they are written."""
-        self.put(lambda: _pwrite_rows(fd, arr, spans), release)
+        self.put(lambda: _pwrite_rows(f, arr, spans), release)
 
 
 class _StatsWorker(_TaskThread):
@@ -532,12 +543,15 @@ class _NpyFile:
 
     def __init__(self, path: Path, dtype, shape: tuple[int, ...], create: bool, nan_at=None):
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-            if nan_at is not None:  # the rest stays the zeros of a fresh (sparse) file
-                mm[nan_at] = np.nan
-            mm.flush()
-            del mm
+            make_dir(path.parent)
+            try:
+                mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+                if nan_at is not None:  # the rest stays the zeros of a fresh (sparse) file
+                    mm[nan_at] = np.nan
+                mm.flush()
+                del mm
+            except OSError as e:
+                raise WriteError(path, e) from e
         _, _, self.offset = npy_header(path)
         self.path = path
         self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
@@ -689,7 +703,7 @@ def record(
                 f"{root} exists and is not an lstmscope store (it holds "
                 f"{', '.join(sorted(foreign)[:3])}); choose another output folder"
             )
-    root.mkdir(parents=True, exist_ok=True)
+    make_dir(root)
     busy = f"another `lstmscope record` is writing to {root} right now"
     with folder_lock(root, busy, StoreError):
         for folder in (root, root / "progress", root / "stats"):
@@ -780,12 +794,14 @@ def _record_locked(
             ckpt = None
     fresh = ckpt is None
     if fresh:
-        need = estimate_bytes(n, len(layers) * len(kinds), H)
+        need = estimate_bytes(
+            n, len(layers) * len(kinds), H, max(len(hist_edges(k)) for k in kinds)
+        )
         free = shutil.disk_usage(root).free
         if need > free:
             raise StoreError(
-                f"the store needs about {need / 1e9:.1f} GB and {root} has {free / 1e9:.1f} GB "
-                "free; record fewer --kinds/--layers or fewer characters (--max-chars)"
+                f"the store needs about {_size(need)} and {root} has {_size(free)} free; free "
+                "some space, or record fewer --kinds/--layers or characters (--max-chars)"
             )
         for name in ("acts", "stats", "pred", "progress"):
             if (root / name).exists():
@@ -934,13 +950,13 @@ def _record_locked(
         stats[(li, kind)].update(v2, h2, pos)
         if dev.type == "cpu":
             writer.write(
-                files[(li, kind)].fd, v16.numpy(), ctx["spans"][(li, kind)],
+                files[(li, kind)], v16.numpy(), ctx["spans"][(li, kind)],
                 lambda buf=v16: pool.give(buf),
             )  # fmt: skip
         else:
             host = v16.cpu().numpy()
             pool.give(v16)
-            writer.write(files[(li, kind)].fd, host, ctx["spans"][(li, kind)])
+            writer.write(files[(li, kind)], host, ctx["spans"][(li, kind)])
 
     def on_layer(k: int, li: int, acts: dict[str, torch.Tensor]) -> None:
         if chunk_ctx.get("k") != k:
@@ -967,11 +983,11 @@ def _record_locked(
             if (m := min(int(plan.length[k, b]), int(plan.run_stop[k, b] - plan.start[k, b] - 1)))
             > 0
         ]  # fmt: skip
-        writer.write(pred["loss"].fd, loss, loss_spans)
+        writer.write(pred["loss"], loss, loss_spans)
         top_ids = top_ids.transpose(0, 1).to(torch.int32).contiguous().cpu().numpy()
         top_prob = top_prob.transpose(0, 1).to(torch.float16).contiguous().cpu().numpy()
-        writer.write(pred["top_ids"].fd, top_ids, spans["top_ids"])
-        writer.write(pred["top_prob"].fd, top_prob, spans["top_prob"])
+        writer.write(pred["top_ids"], top_ids, spans["top_ids"])
+        writer.write(pred["top_prob"], top_prob, spans["top_prob"])
 
     ok = False
     try:

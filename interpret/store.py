@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
 from functools import cache
 from pathlib import Path
 
@@ -53,6 +54,12 @@ F16_MAX = 65504.0
 INCOMPLETE = (
     "incomplete store: recording was interrupted; rerun the same `lstmscope record` command "
     "to resume"
+)
+# A store with meta.json was complete once: rerunning the same command would find it done and
+# change nothing, so a damaged one needs --force.
+DAMAGED = (
+    "the store was changed or damaged after recording: record it again "
+    "(`lstmscope record ... --force`)"
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +186,7 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             offset = f.tell()
     except FileNotFoundError:
-        raise StoreError(f"{path}: missing; {INCOMPLETE}") from None
+        raise StoreError(f"{path}: missing") from None
     except (ValueError, OSError) as e:
         raise StoreError(f"{path}: not a readable .npy file ({e})") from None
     if fortran:
@@ -188,16 +195,28 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
 
 
 def check_npy(path: Path, shape: tuple[int, ...], dtype) -> None:
-    """Refuse a file whose header or size does not match what meta.json promises."""
-    got_shape, got_dtype, offset = npy_header(path)
+    """Refuse a file whose header or size does not match what meta.json promises.
+
+    Reads the header only: the size comes from ``stat``, so this stays cheap for any N.
+    """
+    try:
+        got_shape, got_dtype, offset = npy_header(path)
+    except StoreError as e:  # in a store that has meta.json, it was complete once
+        raise StoreError(f"{e}; {DAMAGED}") from None
     if got_shape != tuple(shape):
-        raise StoreError(f"{path}: shape {got_shape}, but meta.json says {tuple(shape)}")
+        raise StoreError(f"{path}: shape {got_shape}, but meta.json says {tuple(shape)}; {DAMAGED}")
     if got_dtype != np.dtype(dtype):
-        raise StoreError(f"{path}: dtype {got_dtype}, but the store format needs {np.dtype(dtype)}")
+        raise StoreError(
+            f"{path}: dtype {got_dtype}, but the store format needs {np.dtype(dtype)}; {DAMAGED}"
+        )
     need = offset + int(np.prod(shape, dtype=np.int64)) * got_dtype.itemsize
     size = os.path.getsize(path)
     if size < need:
-        raise StoreError(f"{path}: truncated ({size} bytes, needs {need}); record it again")
+        raise StoreError(f"{path}: truncated ({size} bytes, needs {need}); {DAMAGED}")
+    if size > need:  # np.save and open_memmap write exactly the header and the data
+        raise StoreError(
+            f"{path}: {size - need} bytes longer than its header says ({need}); {DAMAGED}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,6 +229,8 @@ def _read_meta(root: Path) -> dict:
     if not root.is_dir():
         raise StoreError(f"{root}: a store is a directory, this is a file")
     meta_file = root / "meta.json"
+    if meta_file.exists() and not meta_file.is_file():
+        raise StoreError(f"{meta_file}: a folder, not a file; {DAMAGED}")
     if not meta_file.is_file():
         if any((root / p).exists() for p in ("record.json", "progress", "acts", "ids.npy")):
             raise StoreError(f"{root}: {INCOMPLETE}")
@@ -219,12 +240,17 @@ def _read_meta(root: Path) -> dict:
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StoreError(f"{meta_file}: unreadable ({e}); record the store again") from None
+        raise StoreError(f"{meta_file}: unreadable ({e}); {DAMAGED}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise StoreError(f"{meta_file}: not an lstmscope store (no '{FORMAT}' marker)")
-    version = meta.get("version")
-    if not isinstance(version, int) or version < 1:
-        raise StoreError(f"{meta_file}: bad format version {version!r}")
+        raise StoreError(
+            f"{meta_file}: not an lstmscope store (no '{FORMAT}' marker); make one with "
+            "`lstmscope record`"
+        )
+    if "version" not in meta:
+        raise StoreError(f"{meta_file}: missing 'version'; {DAMAGED}")
+    version = meta["version"]
+    if not _is_int(version) or version < 1:
+        raise StoreError(f"{meta_file}: bad format version {version!r}; {DAMAGED}")
     if version > VERSION:
         raise StoreError(
             f"{root}: written by a newer lstmscope (store format {version}; this version reads up "
@@ -233,29 +259,57 @@ def _read_meta(root: Path) -> dict:
     return meta
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)  # JSON true is not a count
+
+
 def _validate_meta(root: Path, meta: dict) -> None:
+    """Every field the reader trusts has the right type and agrees with the others.
+
+    Each refusal ends with what to do (``DAMAGED``): a meta.json that lies was edited or damaged.
+    """
     where = root / "meta.json"
+
+    def bad(problem: str) -> StoreError:
+        return StoreError(f"{where}: {problem}; {DAMAGED}")
+
     for key in ("n", "model", "vocab", "layers", "kinds", "hidden_size", "dtype"):
         if key not in meta:
-            raise StoreError(f"{where}: missing '{key}'")
-    n, H = meta["n"], meta["hidden_size"]
-    if not isinstance(n, int) or n < 1:
-        raise StoreError(f"{where}: n must be a positive integer, not {n!r}")
-    if not isinstance(H, int) or H < 1:
-        raise StoreError(f"{where}: hidden_size must be a positive integer, not {H!r}")
+            raise bad(f"missing '{key}'")
+    n, H, model = meta["n"], meta["hidden_size"], meta["model"]
+    if not _is_int(n) or n < 1:
+        raise bad(f"n must be a positive integer, not {n!r}")
+    if not _is_int(H) or H < 1:
+        raise bad(f"hidden_size must be a positive integer, not {H!r}")
     if meta["dtype"] != DTYPE:
-        raise StoreError(f"{where}: dtype {meta['dtype']!r}; this version reads {DTYPE} stores")
-    cell = meta["model"].get("cell") if isinstance(meta["model"], dict) else None
+        raise StoreError(
+            f"{where}: dtype {meta['dtype']!r}; this version reads {DTYPE} stores; {DAMAGED}"
+        )
+    if not isinstance(model, dict):
+        raise bad(f"'model' must be the model config, not {model!r}"[:200])
+    cell = model.get("cell")
     if cell not in KINDS:
-        raise StoreError(f"{where}: unknown cell type {cell!r}")
-    if meta["model"].get("hidden_size", H) != H:
-        raise StoreError(f"{where}: hidden_size {H} disagrees with the model config")
-    bad = [k for k in meta["kinds"] if k not in KINDS[cell]]
-    if bad or not meta["kinds"]:
-        raise StoreError(f"{where}: kinds {meta['kinds']} are not kinds of a {cell} layer")
-    n_layers = meta["model"].get("num_layers", 0)
-    if not meta["layers"] or any(not (0 <= li < n_layers) for li in meta["layers"]):
-        raise StoreError(f"{where}: layers {meta['layers']} do not fit a {n_layers}-layer model")
+        raise bad(f"unknown cell type {cell!r}")
+    if model.get("hidden_size", H) != H:
+        raise bad(f"hidden_size {H} disagrees with the model config ({model.get('hidden_size')})")
+    kinds, layers = meta["kinds"], meta["layers"]
+    if not isinstance(kinds, list) or not kinds or any(k not in KINDS[cell] for k in kinds):
+        raise bad(f"kinds {kinds!r} are not kinds of a {cell} layer")
+    n_layers = model.get("num_layers", 0)
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or any(not _is_int(li) or not 0 <= li < n_layers for li in layers)
+    ):
+        raise bad(f"layers {layers!r} do not fit a {n_layers}-layer model")
+    vocab = meta["vocab"]
+    if not isinstance(vocab, list) or not all(isinstance(c, str) for c in vocab):
+        raise bad("'vocab' is not a list of characters")
+    if _is_int(model.get("vocab_size")) and len(vocab) != model["vocab_size"]:
+        raise bad(f"vocab has {len(vocab)} characters but the model has {model['vocab_size']}")
+    docs = meta.get("documents")
+    if docs is not None and (not _is_int(docs) or docs < 0):
+        raise bad(f"documents must be a count or null, not {docs!r}")
 
 
 class ActivationStore:
@@ -295,9 +349,16 @@ class ActivationStore:
                 nb = len(hist_edges(kind)) - 1
                 check_npy(hist_path(self.path, li, kind), (H, nb), np.int64)
                 if not stats_path(self.path, li, kind).is_file():
-                    raise StoreError(f"{stats_path(self.path, li, kind)}: missing; {INCOMPLETE}")
-        if not (self.path / "text.txt").is_file():
-            raise StoreError(f"{self.path / 'text.txt'}: missing; record the store again")
+                    raise StoreError(f"{stats_path(self.path, li, kind)}: missing; {DAMAGED}")
+        text = self.path / "text.txt"
+        if not text.is_file():
+            raise StoreError(f"{text}: missing; {DAMAGED}")
+        # UTF-8 spends 1 to 4 bytes a character: a size outside [n, 4n] cannot hold n of them.
+        size = text.stat().st_size
+        if not n <= size <= 4 * n:
+            raise StoreError(
+                f"{text}: {size} bytes cannot hold the {n} characters meta.json says; {DAMAGED}"
+            )
         if self.meta.get("documents") is not None:
             check_npy(self.path / "documents.npy", (self.meta["documents"], 2), np.int64)
 
@@ -316,12 +377,21 @@ class ActivationStore:
     @property
     def text(self) -> str:
         if self._text is None:
-            raw = (self.path / "text.txt").read_bytes()
-            text = raw.decode("utf-8", errors="surrogatepass")
+            path = self.path / "text.txt"
+            try:
+                text = path.read_bytes().decode("utf-8", errors="surrogatepass")
+            except UnicodeDecodeError as e:
+                raise StoreError(
+                    f"{path}: not UTF-8 (byte {e.start} is {e.object[e.start : e.start + 1]!r}); "
+                    f"{DAMAGED}"
+                ) from None
+            except OSError as e:
+                raise StoreError(f"{path}: unreadable ({e}); {DAMAGED}") from None
             if len(text) != self.n:
                 raise StoreError(
-                    f"{self.path / 'text.txt'}: {len(text)} characters, but meta.json says "
-                    f"{self.n}; the store was modified after recording: record it again"
+                    f"{path}: {len(text)} characters, but meta.json says "
+                    f"{self.n}; the store was modified after recording: record it again "
+                    "(`lstmscope record ... --force`)"
                 )
             self._text = text
         return self._text
@@ -355,16 +425,25 @@ class ActivationStore:
         """``[D, 2]`` (start, stop) per document, or None when the text was one piece."""
         if self.meta.get("documents") is None:
             return None
-        return np.load(self.path / "documents.npy")
+        path = self.path / "documents.npy"
+        docs = np.load(path)  # [D, 2]; shape and dtype were checked at open
+        if len(docs) and (
+            (docs[:, 0] < 0).any() or (docs[:, 1] > self.n).any() or (docs[:, 1] < docs[:, 0]).any()
+        ):
+            raise StoreError(f"{path}: spans outside the text of {self.n} characters; {DAMAGED}")
+        return docs
 
     def top_predictions(self, pos: int) -> list[tuple[str, float]]:
         """The model's five likeliest next characters after position ``pos``, with probabilities."""
         pos = self._check_pos(pos)
         chars = self.meta["vocab"]
-        return [
-            (chars[int(i)], float(p))
-            for i, p in zip(self.top_ids[pos], self.top_prob[pos], strict=True)
-        ]
+        ids = self.top_ids[pos]
+        if ((ids < 0) | (ids >= len(chars))).any():
+            raise StoreError(
+                f"{self.path / 'pred/top_ids.npy'}: ids {ids.tolist()} at position {pos} are "
+                f"outside the vocab of {len(chars)}; {DAMAGED}"
+            )
+        return [(chars[int(i)], float(p)) for i, p in zip(ids, self.top_prob[pos], strict=True)]
 
     def _check_pos(self, pos) -> int:
         pos = int(pos)
@@ -444,11 +523,25 @@ class ActivationStore:
         """
         self._stream(layer, kind)
         path = stats_path(self.path, layer, kind)
+        if not zipfile.is_zipfile(path):  # else np.load takes it for a pickle and says so
+            raise StoreError(f"{path}: not an .npz archive (truncated or overwritten); {DAMAGED}")
         try:
             with np.load(path) as z:
                 out = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as e:
-            raise StoreError(f"{path}: unreadable ({e}); record the store again") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise StoreError(f"{path}: unreadable ({e}); {DAMAGED}") from None
+        H = self.hidden_size
+        for key, shape in (
+            *((k, (H,)) for k in ("mean", "std", "min", "max", "sat_left", "sat_right")),
+            ("quantiles", (len(QUANTILES), H)),
+            *((k, (H, TOP_K)) for k in ("top_pos", "top_val", "bottom_pos", "bottom_val")),
+        ):
+            if key not in out:
+                raise StoreError(f"{path}: no '{key}' array; {DAMAGED}")
+            if out[key].shape != shape:
+                raise StoreError(
+                    f"{path}: '{key}' has shape {out[key].shape}, expected {shape}; {DAMAGED}"
+                )
         out["hist_counts"] = self._load(f"stats/L{layer}.{kind}.hist.npy")
         out["hist_edges"] = hist_edges(kind)
         return out
