@@ -153,12 +153,12 @@ CASES = [
 ]
 
 
-# LSTMs are traced two ways: the fused kernel plus the rebuild (what runs on an accelerator)
-# and our own loop over time (what runs on CPU). Both must match the reference.
+# LSTMs and GRUs are traced two ways: the fused kernel plus the rebuild (what runs on an
+# accelerator) and our own loop over time (what runs on CPU). Both must match the reference.
 CASES = [
     (cell, layers, output, method)
     for cell, layers, output in CASES
-    for method in (("kernel", "steps") if cell == "lstm" else ("auto",))
+    for method in (("kernel", "steps") if cell != "rnn" else ("auto",))
 ]
 
 
@@ -191,7 +191,8 @@ def test_fast_trace_matches_step_by_step_reference(cell, layers, output, method,
         ("lstm", "h", "steps"),
         ("lstm", "c", "kernel"),
         ("lstm", "c", "steps"),
-        ("gru", "h", "auto"),
+        ("gru", "h", "kernel"),
+        ("gru", "h", "steps"),
         ("rnn", "h", "auto"),
     ],
 )
