@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def cmd_corpus_build(args) -> int:
         recipe = RECIPES[args.name]
         docs = recipe.build()
         name = recipe.name
-    elif Path(args.name).exists() or any(c in args.name for c in "*?["):
+    elif os.path.lexists(args.name) or any(c in args.name for c in "*?["):
+        # lexists: a broken link is still the user's path, and gets read_documents' message
         report = read_documents([args.name])
         docs, name = report.documents, "path"
         extra["source"] = args.name
@@ -313,13 +315,21 @@ def corpus_group(name: str) -> str:
 
 def cmd_export_model(args) -> int:
     from interpret.checkpoint import export_safetensors, load_model
+    from interpret.corpus import load_text
     from interpret.train import evaluate_bpc
 
     loaded = load_model(args.run)
     extra: dict = {}
     if args.data:
-        manifest = json.loads((Path(args.data) / "manifest.json").read_text())
-        val = (Path(args.data) / manifest["val"]["file"]).read_text(encoding="utf-8")
+        folder = Path(args.data)
+        if not (folder / "manifest.json").is_file():
+            raise LstmscopeError(
+                f"--data {folder}: not a corpus folder (no manifest.json); build one with "
+                "'lstmscope corpus build'"
+            )
+        src = load_text([str(folder)], "val")  # checked against the manifest, newlines kept
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        val = src.text
         groups: dict[str, list[str]] = {}
         for d in manifest["val"]["documents"]:
             groups.setdefault(corpus_group(d["name"]), []).append(val[d["start"] : d["stop"]])

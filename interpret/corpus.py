@@ -7,18 +7,21 @@ each followed by a newline; the manifest's offsets let recording reset state at 
 
 from __future__ import annotations
 
+import fnmatch
 import glob as globlib
 import hashlib
 import json
 import logging
 import os
+import stat
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from interpret.errors import CorpusError
-from interpret.io import atomic_write_text
+from interpret.io import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -59,84 +62,203 @@ class ReadReport:
 
 
 def decode_text(data: bytes) -> str | None:
-    """UTF-8 (with or without BOM) or UTF-16 with a BOM; None for binary or undecodable bytes."""
+    """UTF-8 (with or without BOM) or UTF-16 with a BOM, line ends normalised to ``\\n``.
+
+    None for binary (a NUL character anywhere: images, archives, compiled files, UTF-32) or
+    undecodable bytes. The result never holds a lone surrogate, so it can always be written.
+    """
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
-            return data.decode("utf-16")
+            text = data.decode("utf-16")
         except UnicodeDecodeError:
             return None
-    if b"\x00" in data[:8192]:
-        return None  # NUL bytes in the head: binary (images, archives, compiled files)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return None
-    # Normalise line ends so the model sees one newline convention (CRLF and CR -> LF).
+        if "\x00" in text:
+            return None
+    else:
+        if b"\x00" in data:  # memchr: cheap even on a 64 MB file
+            return None
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return None
+    # One newline convention for the model, whatever the encoding (CRLF and CR -> LF).
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _iter_candidate_files(spec: str, report: ReadReport):
+def _has_magic(spec: str) -> bool:
+    return any(ch in spec for ch in "*?[")
+
+
+def _walk(top: Path, report: ReadReport, enter: Callable[[str, str], bool]) -> Iterator:
+    """``os.walk`` following links, each real folder once: a symlink loop is walked once.
+
+    Yields ``(root, sorted file names)``; a sub-folder is entered only if ``enter(root, name)``.
+    Unreadable folders are skipped and counted.
+    """
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(
+        top, followlinks=True, onerror=lambda e: report.skip(e.filename, "unreadable folders")
+    ):
+        try:
+            st = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if enter(root, d))
+        yield root, sorted(files)
+
+
+def _glob_step(pattern: tuple[str, ...], states: frozenset[int], name: str) -> frozenset[int]:
+    """Positions in ``pattern`` (path components) reachable after one more component ``name``.
+
+    Glob's rules: ``**`` matches zero or more components, never hidden ones; other components
+    match one name with ``fnmatch``, a leading ``.`` only if the pattern component has one.
+    Start from ``_glob_close(pattern, {0})``; a path matches when ``len(pattern)`` is reachable
+    after its last component.
+    """
+    nxt = set()
+    for i in states:
+        if i == len(pattern):
+            continue
+        pat = pattern[i]
+        if pat == "**":
+            if not name.startswith("."):
+                nxt.add(i)
+        elif (pat.startswith(".") or not name.startswith(".")) and fnmatch.fnmatchcase(name, pat):
+            nxt.add(i + 1)
+    return _glob_close(pattern, nxt)
+
+
+def _glob_close(pattern: tuple[str, ...], states: set[int]) -> frozenset[int]:
+    out = set(states)
+    for i in sorted(out):  # ``**`` may match nothing: skip over a run of them
+        while i < len(pattern) and pattern[i] == "**":
+            i += 1
+            out.add(i)
+    return frozenset(out)
+
+
+def _glob_files(spec: str, report: ReadReport) -> list[Path]:
+    """Files matching a glob, sorted. ``**`` runs through ``_walk``, entering only folders the
+    pattern can still match: ``glob.glob`` follows every symlink loop to the depth limit, once
+    per looping link (exponential time)."""
+    if "**" not in spec:
+        # Folders are left out; FIFOs and broken links go on, to be skipped and counted.
+        return [Path(m) for m in sorted(globlib.glob(spec)) if not os.path.isdir(m)]
+    parts = Path(spec).parts
+    k = next(i for i, part in enumerate(parts) if _has_magic(part))
+    base, pattern = (os.path.join(*parts[:k]) if k else "."), parts[k:]
+    states = {os.fspath(Path(base)): _glob_close(pattern, {0})}  # keyed as os.walk names roots
+
+    def enter(root: str, name: str) -> bool:
+        child = _glob_step(pattern, states[root], name)
+        if child - {len(pattern)}:  # some component of the pattern is still to match
+            states[os.path.join(root, name)] = child
+            return True
+        return False
+
+    out = []
+    for root, files in _walk(Path(base), report, enter):
+        here = states.pop(root)
+        for name in files:
+            if len(pattern) in _glob_step(pattern, here, name):
+                fp = Path(root) / name
+                out.append(fp if k else Path(os.path.relpath(fp)))
+    return sorted(out)
+
+
+def _iter_candidate_files(spec: str, report: ReadReport) -> Iterator[Path]:
     p = Path(spec)
-    if any(ch in spec for ch in "*?["):
-        matches = sorted(globlib.glob(spec, recursive=True))
+    # An existing path is taken as it is, even with glob characters in its name (data[1].txt).
+    if _has_magic(spec) and not os.path.lexists(spec):
+        matches = _glob_files(spec, report)
         if not matches:
             raise CorpusError(f"{spec}: the pattern matches no files")
-        for m in matches:
-            if Path(m).is_file():
-                yield Path(m)
+        yield from matches
         return
     if p.is_file():
         yield p
         return
     if p.is_dir():
-        seen: set[tuple[int, int]] = set()
-        # followlinks with an inode check: a symlink loop is walked once, never forever.
-        for root, dirs, files in os.walk(
-            p, followlinks=True, onerror=lambda e: report.skip(e.filename, "unreadable folders")
-        ):
-            try:
-                st = os.stat(root)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                dirs[:] = []
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__pycache__")))
-            for name in sorted(files):
+        skip = (".", "__pycache__")
+        for root, files in _walk(p, report, lambda _root, d: not d.startswith(skip)):
+            for name in files:
                 fp = Path(root) / name
-                if fp.suffix.lower() in TEXT_SUFFIXES:
+                if name.startswith("."):  # like hidden folders: .env, .DS_Store, .gitignore
+                    report.skip(fp, "hidden files")
+                elif fp.suffix.lower() in TEXT_SUFFIXES:
                     yield fp
                 else:
                     report.skip(fp, "files with a non-text suffix")
         return
     if p.exists() or p.is_symlink():
-        raise CorpusError(f"{spec}: not a regular file or folder (a broken link?)")
+        raise CorpusError(f"{spec}: not a regular file or folder (a broken link, a FIFO?)")
     raise CorpusError(f"{spec}: no such file or folder")
+
+
+def _read_file(fp: Path, report: ReadReport, seen: set[tuple[int, int]]) -> bytes | None:
+    """The bytes of a regular file not read before; None (skipped and counted) otherwise."""
+    try:
+        st = os.stat(fp)
+    except OSError:
+        report.skip(fp, "broken or looping links" if fp.is_symlink() else "unreadable files")
+        return None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever; a device never ends
+        report.skip(fp, "special files (FIFOs, sockets, devices)")
+        return None
+    if (st.st_dev, st.st_ino) in seen:  # one document per real file, however many links
+        return None
+    seen.add((st.st_dev, st.st_ino))
+    if st.st_size > MAX_FILE_BYTES:
+        report.skip(fp, f"files over {MAX_FILE_BYTES >> 20} MB")
+        return None
+    try:
+        with open(fp, "rb") as f:
+            # Sized by stat (read(n) allocates n bytes up front), then the rest of a file that
+            # grew or lied about its size (as /proc does), up to the limit.
+            data = f.read(st.st_size + 1)
+            if len(data) > st.st_size:
+                data += f.read(MAX_FILE_BYTES + 1 - len(data))
+    except OSError:
+        report.skip(fp, "unreadable files")
+        return None
+    if len(data) > MAX_FILE_BYTES:
+        report.skip(fp, f"files over {MAX_FILE_BYTES >> 20} MB")
+        return None
+    return data
+
+
+def _hint(report: ReadReport) -> str:
+    """What to do when nothing was read, from why files were skipped."""
+    tips = ["lstmscope reads text files in UTF-8 or UTF-16 (with a BOM)"]
+    if report.skipped["files with a non-text suffix"] or report.skipped["hidden files"]:
+        tips.append(
+            "a folder is searched only for files with a text suffix (.txt, .py, .md, ...) that "
+            "are not hidden: name other files, or a glob, directly"
+        )
+    if report.skipped["unreadable files"] or report.skipped["unreadable folders"]:
+        tips.append("check the permissions of the unreadable ones")
+    return "; ".join(tips)
 
 
 def read_documents(specs: list[str] | str) -> ReadReport:
     """Read every file named by ``specs`` (files, folders, globs) as one document each.
 
-    Binary and undecodable files are skipped and counted; an empty result is a ``CorpusError``.
+    Binary, undecodable, unreadable and special files are skipped and counted; an empty result
+    is a ``CorpusError`` that says what was skipped and what lstmscope reads.
     """
     if isinstance(specs, str):
         specs = [specs]
     report = ReadReport()
-    seen: set[str] = set()  # one document per real file, however many links reach it
+    seen: set[tuple[int, int]] = set()
     for spec in specs:
         for fp in _iter_candidate_files(str(spec), report):
-            real = os.path.realpath(fp)
-            if real in seen:
-                continue
-            seen.add(real)
-            try:
-                if fp.stat().st_size > MAX_FILE_BYTES:
-                    report.skip(fp, f"files over {MAX_FILE_BYTES >> 20} MB")
-                    continue
-                data = fp.read_bytes()
-            except OSError:
-                report.skip(fp, "unreadable files")
+            data = _read_file(fp, report, seen)
+            if data is None:
                 continue
             text = decode_text(data)
             if text is None:
@@ -147,7 +269,7 @@ def read_documents(specs: list[str] | str) -> ReadReport:
                 report.documents.append(Document(str(fp), text))
     if not report.documents:
         detail = f" ({report.summary()})" if report.skipped else ""
-        raise CorpusError(f"no text found in {', '.join(map(str, specs))}{detail}")
+        raise CorpusError(f"no text found in {', '.join(map(str, specs))}{detail}; {_hint(report)}")
     log.info("read %s", report.summary())
     return report
 
@@ -160,7 +282,8 @@ def split_documents(
     0 keeps everything in train (corpora made only to be recorded)."""
     if len(docs) >= 20:
         bucket = max(2, round(1 / val_fraction))
-        val = [d for d in docs if zlib.crc32(d.name.encode()) % bucket == 0]
+        # surrogatepass: a file name that is not UTF-8 arrives with surrogate escapes.
+        val = [d for d in docs if zlib.crc32(d.name.encode("utf-8", "surrogatepass")) % bucket == 0]
         if val and len(val) < len(docs):
             names = {d.name for d in val}
             return [d for d in docs if d.name not in names], val
@@ -184,8 +307,53 @@ def join_documents(docs: list[Document]) -> tuple[str, list[tuple[int, int]]]:
     return "".join(parts), spans
 
 
+_CHUNK = 1 << 20  # characters encoded at a time: memory stays flat however long a document is
+
+
+def _chunks(text: str) -> Iterator[bytes]:
+    for i in range(0, len(text), _CHUNK):
+        yield text[i : i + _CHUNK].encode("utf-8", "surrogatepass")
+
+
 def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    """sha256 of the UTF-8 bytes (surrogates passed through), hashed a chunk at a time."""
+    h = hashlib.sha256()
+    for b in _chunks(text):
+        h.update(b)
+    return h.hexdigest()
+
+
+def _check_storable(docs: list[Document]) -> None:
+    for d in docs:
+        if d.text.isascii():  # O(1) in CPython: no copy of a large document
+            continue
+        try:
+            d.text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: UTF-8 files cannot hold it
+            raise CorpusError(
+                f"document {d.name!r} holds {e.object[e.start : e.end]!r} at character "
+                f"{e.start:,}, which UTF-8 cannot store; decode the source with decode_text "
+                "or drop the character"
+            ) from None
+
+
+def _write_split(path: Path, part: list[Document]) -> tuple[int, str, list[tuple[int, int]]]:
+    """``join_documents(part)`` streamed to ``path``: (characters, sha256, spans), without
+    building the joined text or its bytes in memory."""
+    h, spans, pos = hashlib.sha256(), [], 0
+    with atomic_open(path, "wb") as f:
+        for d in part:
+            for b in _chunks(d.text):
+                f.write(b)
+                h.update(b)
+            stop = pos + len(d.text)
+            if not d.text.endswith("\n"):
+                f.write(b"\n")
+                h.update(b"\n")
+                stop += 1
+            spans.append((pos, stop))
+            pos = stop
+    return pos, h.hexdigest(), spans
 
 
 def write_corpus(
@@ -200,6 +368,8 @@ def write_corpus(
     """Write ``train.txt``, ``val.txt`` and ``manifest.json`` (last) into ``out``.
 
     ``val_docs`` given: ``docs`` is the train split as it is and ``val_docs`` the validation.
+    Text that UTF-8 cannot store (lone surrogates) is a ``CorpusError`` before anything is
+    written.
     """
     out = Path(out)
     if val_docs is not None:
@@ -207,20 +377,24 @@ def write_corpus(
         docs = train + val
     else:
         train, val = split_documents(docs, val_fraction)
+    _check_storable(docs)
     manifest: dict = {"format": "lstmscope-corpus", "version": 1, "recipe": recipe, **(extra or {})}
     for split, part in (("train", train), ("val", val)):
-        text, spans = join_documents(part)
-        atomic_write_text(out / f"{split}.txt", text)
+        chars, digest, spans = _write_split(out / f"{split}.txt", part)
         manifest[split] = {
             "file": f"{split}.txt",
-            "chars": len(text),
-            "sha256": sha256_text(text),
+            "chars": chars,
+            "sha256": digest,
             "documents": [
                 {"name": d.name, "start": s, "stop": e}
                 for d, (s, e) in zip(part, spans, strict=True)
             ],
         }
-    manifest["sha256"] = sha256_text("".join(d.text for d in docs))
+    whole = hashlib.sha256()
+    for d in docs:
+        for b in _chunks(d.text):
+            whole.update(b)
+    manifest["sha256"] = whole.hexdigest()
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
     return manifest
 
@@ -241,9 +415,12 @@ def load_text(specs: list[str] | str, split: str = "train") -> TextSource:
     if len(specs) == 1 and (Path(specs[0]) / "manifest.json").is_file():
         folder = Path(specs[0])
         try:
-            manifest = json.loads((folder / "manifest.json").read_text())
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             part = manifest[split]
-            text = (folder / part["file"]).read_text(encoding="utf-8")
+            # newline="": the text exactly as written (universal newlines would turn a \r
+            # into \n and a \r\n into one character, so spans and lengths would drift).
+            with open(folder / part["file"], encoding="utf-8", newline="") as f:
+                text = f.read()
         except (OSError, ValueError, KeyError) as e:
             raise CorpusError(
                 f"{folder}: broken corpus folder ({type(e).__name__}: {e}); rebuild it with "

@@ -47,7 +47,12 @@ def stdlib_dir() -> Path:
 
 
 def _read(path: Path, name: str) -> Document | None:
-    text = decode_text(path.read_bytes())
+    try:
+        data = path.read_bytes()
+    except OSError as e:  # a broken link or an unreadable file in the stdlib: skip, not crash
+        log.warning("%s: unreadable (%s); skipped", path, e.strerror or e)
+        return None
+    text = decode_text(data)
     return Document(name, text) if text and text.strip() else None
 
 

@@ -21,6 +21,8 @@ class Vocab:
     chars: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        if not all(isinstance(c, str) and len(c) == 1 for c in self.chars):
+            raise ValueError("vocab entries must be single characters")  # else they never match
         if not self.chars or self.chars[0] != UNK:
             raise ValueError("vocab must start with the unknown character")
         if len(set(self.chars)) != len(self.chars):
@@ -62,7 +64,11 @@ class Vocab:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("format") != "lstmscope-vocab":
             raise ValueError("not an lstmscope vocab file")
-        return cls(tuple(data["chars"]))
+        chars = data.get("chars")
+        # A damaged file must be a ValueError (one line from the CLI), not a KeyError/TypeError.
+        if not isinstance(chars, list):
+            raise ValueError("damaged lstmscope vocab file: 'chars' must be a list of characters")
+        return cls(tuple(chars))
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, self.to_json())
