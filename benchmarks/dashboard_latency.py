@@ -1,6 +1,6 @@
 """Dashboard latency: how fast the view follows the user, and what many tabs cost the server.
 
-Three measurements, each against its goal:
+Four measurements, each against its goal:
 
 1. **Neuron change** (goal < 100 ms): server-side time of the Python callback that rebuilds the
    view after the unit changes, 4,000-character window (one neuron; and four stacked plus a
@@ -13,18 +13,32 @@ Three measurements, each against its goal:
    the update time is from setting the unit to the client document holding the new view.
    Server RSS is read from /proc before and after (anonymous memory separately: the store's
    memory-mapped pages count in RSS but are shared, file-backed and evictable).
+4. **Load** (goals: no error, p95 update < 500 ms, memory flat): ``--sessions`` (20)
+   simultaneous sessions for ``--duration`` (60) seconds of continuous neuron changes and
+   paging, each session sending its next change as soon as the previous one is drawn (no think
+   time: the worst case). Reports the number of updates, errors (protocol errors, timeouts,
+   ERROR lines in the server log), p50/p95/max update latency (neuron changes and page turns
+   separately and together) and the server's RSS at start, with the sessions open, at its peak
+   (sampled every 0.5 s), at the end and after the sessions closed, and per session.
 
 The store (synthetic corpus, a random-weight 2-layer LSTM: the weights do not change any of
-these costs) is built once under ``--cache`` and reused.
+these costs) is built once under ``--cache`` and reused; ``--store`` uses another (the demo's,
+or any ``lstmscope record`` output). The server is ``python -m interpret.serve`` in a
+subprocess, as ``lstmscope serve`` runs it.
 
     OMP_NUM_THREADS=1 python benchmarks/dashboard_latency.py [--store STORE] [--hidden 64]
+    OMP_NUM_THREADS=1 python benchmarks/dashboard_latency.py --load [--sessions 20] [--duration 60]
+
+``--load`` runs only measurement 4 (about ``--duration`` seconds plus the server's start).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -334,6 +348,169 @@ class ProtocolClient:
         self.sock._socket.close()
 
 
+class LoadClient(ProtocolClient):
+    """A :class:`ProtocolClient` that also turns pages (a click on the page buttons, as BokehJS
+    sends it) and knows which window it shows."""
+
+    async def connect(self) -> None:
+        await super().connect()
+        # The server knows every model of the pulled document: events must name them by
+        # reference, not carry copies (Bokeh warns "reference already known" otherwise).
+        self.doc.models.flush_synced()
+        self.page_info = self.doc.get_model_by_name("page_info")
+        self.size = int(self.doc.get_model_by_name("page_size").value)
+        # "characters 4,000–8,000 of 1,000,000"
+        nums = [int(x.replace(",", "")) for x in re.findall(r"[\d,]+", self.page_info.text)]
+        self.start, self.n = nums[0], nums[-1]
+
+    async def turn_page(self) -> float:
+        """Next page (previous at the end); seconds until the new window's text is back."""
+        from bokeh import events
+        from bokeh.document.events import MessageSentEvent
+
+        step = 1 if self.start + self.size < self.n else -1
+        button = self.doc.get_model_by_name("next_page" if step > 0 else "prev_page")
+        new = max(0, self.start + step * self.size)
+        want = f"characters {new:,}–"
+        event = MessageSentEvent(self.doc, "bokeh_event", events.ButtonClick(button))
+        t0 = time.perf_counter()
+        await self.send(self.protocol.create("PATCH-DOC", [event]))
+        while True:
+            msg = await self.next_message()
+            if msg.msgtype == "ERROR":
+                raise RuntimeError(f"server error: {msg.content}")
+            if msg.msgtype != "PATCH-DOC":
+                continue
+            for ev in msg.content["events"]:
+                model = ev.get("model") or {}
+                if model.get("id") == self.page_info.id and str(ev.get("new")).startswith(want):
+                    self.start = new
+                    return time.perf_counter() - t0
+
+
+def bench_load(
+    server: ServerProcess, n_sessions: int = 20, duration: float = 60.0, size: int = 4000
+) -> dict:
+    """``n_sessions`` sessions, each alternating neuron changes and page turns without pause
+    for ``duration`` seconds; every update's latency, every error, the server's memory."""
+    import asyncio
+    import random
+
+    lat: dict[str, list[float]] = {"neuron": [], "page": []}
+    errors: list[str] = []
+    mem: dict[str, dict[str, float]] = {}
+    peak: dict[str, float] = {}
+
+    async def sample_memory(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for k, v in server.memory_mb().items():
+                peak[k] = max(peak.get(k, 0.0), v)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    async def session(k: int, c: LoadClient, deadline: float) -> None:
+        rng = random.Random(k)
+        H = int(c.unit.high) + 1
+        u = int(c.unit.value)
+        j = 0
+        while time.perf_counter() < deadline:
+            try:
+                if j % 2 == 0:
+                    u = (u + rng.randrange(1, H)) % H
+                    lat["neuron"].append(await asyncio.wait_for(c.change_unit(u), 60))
+                else:
+                    lat["page"].append(await asyncio.wait_for(c.turn_page(), 60))
+            except Exception as e:  # counted and reported: the goal is none
+                errors.append(f"session {k}, update {j}: {e!r}")
+                return
+            j += 1
+
+    async def run() -> float:
+        stop = asyncio.Event()
+        sampler = asyncio.ensure_future(sample_memory(stop))
+        mem["start"] = server.memory_mb()
+        clients: list[LoadClient] = []
+        for k in range(n_sessions):
+            c = LoadClient(server.url, {"neuron": f"L1.c.{k}", "size": str(size)})
+            try:
+                await c.connect()
+                clients.append(c)
+            except Exception as e:
+                errors.append(f"connect {k}: {e!r}")
+        await asyncio.sleep(2.0)  # the card's contexts of every new tab, computed and sent
+        mem["open"] = server.memory_mb()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(session(k, c, t0 + duration) for k, c in enumerate(clients)))
+        wall = time.perf_counter() - t0
+        mem["end"] = server.memory_mb()
+        for c in clients:
+            c.close()
+        await asyncio.sleep(2.0)
+        mem["closed"] = server.memory_mb()
+        stop.set()
+        await sampler
+        return wall
+
+    wall = asyncio.run(run())
+    both = lat["neuron"] + lat["page"]
+
+    def summary(xs: list[float]) -> dict[str, float]:
+        return {
+            "n": len(xs),
+            "p50_ms": 1e3 * pct(xs, 50),
+            "p95_ms": 1e3 * pct(xs, 95),
+            "max_ms": 1e3 * max(xs) if xs else float("nan"),
+        }
+
+    return {
+        "sessions": n_sessions,
+        "wall_s": wall,
+        "all": summary(both),
+        "neuron": summary(lat["neuron"]),
+        "page": summary(lat["page"]),
+        "errors": errors + server.errors(),
+        "memory": {**mem, "peak": peak},
+    }
+
+
+def report_load(r: dict) -> None:
+    a = r["all"]
+    ok = "ok" if not r["errors"] and a["p95_ms"] < 500 else "OVER GOAL"
+    log.info(
+        "load: %d sessions, %.0f s of continuous neuron changes and page turns: %d updates "
+        "(%.0f a second), %d errors; latency p50 %.0f ms, p95 %.0f ms, max %.0f ms "
+        "(goal: no error, p95 < 500 ms: %s)",
+        r["sessions"], r["wall_s"], a["n"], a["n"] / r["wall_s"], len(r["errors"]),
+        a["p50_ms"], a["p95_ms"], a["max_ms"], ok,
+    )  # fmt: skip
+    for kind in ("neuron", "page"):
+        k = r[kind]
+        log.info(
+            "  %s: %d updates, p50 %.0f ms, p95 %.0f ms, max %.0f ms",
+            "neuron changes" if kind == "neuron" else "page turns",
+            k["n"], k["p50_ms"], k["p95_ms"], k["max_ms"],
+        )  # fmt: skip
+    for e in r["errors"][:5]:
+        log.info("  error: %s", e)
+    m = r["memory"]
+    n = max(r["sessions"], 1)
+    log.info(
+        "  server RSS: start %.0f MB, sessions open %.0f MB, peak %.0f MB, end %.0f MB, after "
+        "closing %.0f MB",
+        m["start"]["VmRSS"], m["open"]["VmRSS"], m["peak"]["VmRSS"], m["end"]["VmRSS"],
+        m["closed"]["VmRSS"],
+    )  # fmt: skip
+    log.info(
+        "  anonymous memory: start %.0f MB, open %.0f MB (%.1f MB per session), peak %.0f MB, "
+        "end %.0f MB (%.1f MB per session over the start); file-backed store pages %.0f -> %.0f "
+        "MB",
+        m["start"]["RssAnon"], m["open"]["RssAnon"],
+        (m["open"]["RssAnon"] - m["start"]["RssAnon"]) / n, m["peak"]["RssAnon"],
+        m["end"]["RssAnon"], (m["end"]["RssAnon"] - m["start"]["RssAnon"]) / n,
+        m["start"]["RssFile"], m["end"]["RssFile"],
+    )  # fmt: skip
+
+
 def bench_sessions(
     server: ServerProcess, n_sessions: int = 20, changes: int = 10, think_s: float = 0.0
 ) -> dict:
@@ -409,6 +586,8 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--think", type=float, default=2.0, help="longest pause between changes")
     ap.add_argument("--skip-browser", action="store_true")
+    ap.add_argument("--load", action="store_true", help="only the load test (measurement 4)")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of the load test")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("bokeh").setLevel(logging.WARNING)
@@ -419,6 +598,14 @@ def main() -> None:
 
     s = ActivationStore.open(store)
     log.info("store %s: %d characters, %d neurons", store, s.n, len(s.neurons))
+
+    if args.load:
+        server = ServerProcess(store)
+        try:
+            report_load(bench_load(server, args.sessions, args.duration))
+        finally:
+            server.stop()
+        return
 
     res = bench_update(store)
     sampled = res.pop("sampled contexts")
@@ -459,6 +646,7 @@ def main() -> None:
             b["VmRSS"], a["VmRSS"], b["RssAnon"], a["RssAnon"], cs["anon_per_session_mb"],
             b["RssFile"], a["RssFile"],
         )  # fmt: skip
+        report_load(bench_load(server, args.sessions, args.duration))
     finally:
         server.stop()
 

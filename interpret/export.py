@@ -537,17 +537,21 @@ def find_matches(
     *,
     max_matches: int = 50,
     timeout: float = REGEX_TIMEOUT_S,
+    literal: bool = False,
 ) -> tuple[list[tuple[int, int]], bool]:
     """Spans of the first ``max_matches`` matches of a user pattern, and whether there are more.
 
-    Uses the ``regex`` package with a per-search ``timeout`` (a catastrophic pattern must not
-    hang the dashboard); raises ``ValueError`` for an empty, too long, invalid, too slow or
-    empty-matching pattern.
+    Uses the ``regex`` package with a ``timeout`` for the whole scan (a catastrophic pattern
+    must not hang the dashboard); raises ``ValueError`` for an empty, too long, invalid, too
+    slow or empty-matching pattern. ``literal=True`` finds ``pattern`` as plain text (its length
+    is checked before escaping, so the limit means what the user typed).
     """
     if not isinstance(pattern, str) or not pattern:
         raise ValueError("empty pattern: give a regular expression that matches some text")
     if len(pattern) > MAX_PATTERN_LEN:
         raise ValueError(f"pattern is {len(pattern)} characters; the limit is {MAX_PATTERN_LEN}")
+    if literal:
+        pattern = regex.escape(pattern)
     if max_matches < 1:
         raise ValueError(f"max_matches must be >= 1, got {max_matches}")
     try:

@@ -1,9 +1,10 @@
 """Start the dashboard (the Bokeh directory app in ``server/``) in this process.
 
 ``serve`` is what ``lstmscope serve STORE`` runs: it checks the store, binds 127.0.0.1 unless
-told otherwise, accepts websocket connections only from the page it serves (opened as
-``localhost:PORT`` or ``127.0.0.1:PORT``, plus any ``--allow-origin HOST:PORT``), prints the URL
-and runs until Ctrl-C. ``start_server`` runs the same app on a background thread with its own
+told otherwise, answers only the page it serves (opened as ``localhost:PORT`` or
+``127.0.0.1:PORT``, plus any ``--allow-origin HOST:PORT``: any other ``Origin`` or ``Host``
+header gets 403, for the websocket and every HTTP request), prints the URL and runs until
+Ctrl-C. ``start_server`` runs the same app on a background thread with its own
 event loop (port 0 picks a free port) for tests and benchmarks.
 
 The store path is fixed here; nothing a browser sends can make the server open another path.
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import threading
+import time
 import webbrowser
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,6 +88,92 @@ def _origins(port: int, allow_origin: Sequence[str]) -> list[str]:
     return [f"localhost:{port}", f"127.0.0.1:{port}", *extra]
 
 
+def refusal(origin: str | None, host: str | None, allowed: Sequence[str]) -> str | None:
+    """Why a request must be refused (None: it may pass).
+
+    A browser names the page that makes a request in ``Origin``; one from any page but ours
+    (another site's script, a sandboxed frame's ``null``) is refused, as Bokeh refuses such
+    websockets. ``Host`` must be ours too: a DNS-rebinding page reaches 127.0.0.1 under its own
+    host name. Clients that send no ``Origin`` (scripts, ``bokeh.client``) only pass the
+    ``Host`` check.
+    """
+    from urllib.parse import urlparse
+
+    from bokeh.server.util import check_allowlist
+
+    if origin is not None:
+        netloc = urlparse(origin).netloc.lower()
+        if not netloc or not check_allowlist(netloc, allowed):
+            return f"origin {origin[:100]!r} is not allowed"
+    if not host or not check_allowlist(host.lower(), allowed):
+        return f"host {str(host)[:100]!r} is not allowed"
+    return None
+
+
+def _guarded_app(routes: dict, allowed: list[str], **kwargs) -> Any:
+    """Bokeh's tornado application, refusing (403) every request :func:`refusal` refuses
+    before any handler (page, websocket, static files) sees it."""
+    from bokeh.server.tornado import BokehTornado
+    from tornado.web import RequestHandler
+
+    class Refused(RequestHandler):
+        def initialize(self, reason: str) -> None:
+            self.reason = reason
+
+        def prepare(self) -> None:
+            self.set_status(403)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(
+                f"lstmscope refused this request: {self.reason}. The dashboard answers pages "
+                f"opened as {' or '.join(allowed[:2])}; start it with --allow-origin HOST:PORT "
+                "to add another.\n"
+            )
+
+    class GuardedTornado(BokehTornado):
+        def find_handler(self, request, **kw):
+            why = refusal(request.headers.get("Origin"), request.headers.get("Host"), allowed)
+            if why is not None:
+                log.warning("refused %s %s: %s", request.method, request.path[:100], why)
+                return self.get_handler_delegate(request, Refused, {"reason": why})
+            return super().find_handler(request, **kw)
+
+    return GuardedTornado(routes, **kwargs)
+
+
+class _ClosedSendsFilter(logging.Filter):
+    """Bokeh warns once per message it could not send because the browser's connection had
+    closed: a tab closed in the middle of a burst of updates writes hundreds of identical lines.
+    This lets one through every ``every_s`` seconds, with the count of those it held back."""
+
+    MESSAGE = "Failed sending message as connection was closed"
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.last = -math.inf
+        self.held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE:
+            return True
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            self.held += 1
+            return False
+        self.last = now
+        if self.held:
+            record.msg = f"{self.MESSAGE} (and {self.held} more since the last such line)"
+            self.held = 0
+        return True
+
+
+def _quiet_closed_sends() -> None:
+    """Install :class:`_ClosedSendsFilter` on Bokeh's websocket logger (once per process)."""
+    ws_log = logging.getLogger("bokeh.server.views.ws")
+    if not any(isinstance(f, _ClosedSendsFilter) for f in ws_log.filters):
+        ws_log.addFilter(_ClosedSendsFilter())
+
+
 def _url(address: str, port: int) -> str:
     host = "localhost" if address in ("", "0.0.0.0", "::") else address
     if ":" in host:  # an IPv6 literal
@@ -116,7 +205,6 @@ def make_server(
     from bokeh.application import Application
     from bokeh.application.handlers.directory import DirectoryHandler
     from bokeh.server.server import BaseServer
-    from bokeh.server.tornado import BokehTornado
     from bokeh.server.util import bind_sockets
     from tornado.httpserver import HTTPServer
     from tornado.ioloop import IOLoop
@@ -138,8 +226,9 @@ def make_server(
     try:
         origins = _origins(bound, allow_origin)
         url = _url(address, bound)
-        tornado_app = BokehTornado(
+        tornado_app = _guarded_app(
             {"/": app},
+            origins,
             extra_websocket_origins=origins,
             absolute_url=url.rstrip("/"),
             # Sessions of closed tabs are dropped after a minute, so memory stays flat.
@@ -153,6 +242,7 @@ def make_server(
             s.close()
         raise
     server = BaseServer(IOLoop.current(), tornado_app, http)
+    _quiet_closed_sends()
     log.info("dashboard for %s at %s (websocket origins %s)", store.path, url, ", ".join(origins))
     return ServerHandle(server, url, bound, address, origins)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import bisect
 import functools
 import logging
+import math
+import operator
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +27,8 @@ from bokeh.layouts import column, row
 from bokeh.models import Div, TabPanel, Tabs
 
 from interpret.errors import LstmscopeError
-from interpret.export import export_range
+from interpret.export import MAX_PATTERN_LEN, export_range
+from interpret.features import FEATURES
 from interpret.store import ActivationStore
 
 from .components.card import NeuronCard
@@ -52,6 +55,8 @@ log = logging.getLogger("server")
 # Clicking through units with the spinner should not start a column scan per click.
 CONTEXTS_DELAY_MS = 800
 CARD_TAB = 0
+# After a batch of user actions, the next waits as long as the batch took, up to this long.
+COOLDOWN_MAX_S = 0.5
 
 
 def _user_error(e: BaseException) -> str | None:
@@ -80,6 +85,14 @@ class App:
             inline = doc.session_context is None
         self.runner = Runner(doc, shared.executor, inline=inline)
         self._syncing = False
+        # User actions waiting for the next tick (see act), and how many a newer one replaced.
+        self._pending: dict[str, tuple[Callable[[Any], None], Any]] = {}
+        self._flush_scheduled = False
+        self._cool_until = 0.0
+        self.coalesced = 0
+        # While a batch of actions runs (see _batch): the view last drawn, and whether it moved.
+        self._drawn: ViewState | None = None
+        self._dirty = False
         self.pinned: list[str] = []
         self.matches: list[tuple[int, int]] = []
         self.matches_more = False
@@ -93,14 +106,17 @@ class App:
         self.controls = Controls(shared)
         self.text = TextView(shared)
         self.heatmap = Heatmap(self.text.fill_map, self.text.lanes, self.text.wrap + 1)
-        self.card = NeuronCard(shared, on_jump=self.user(self.jump))
+        jump = self.act("jump", lambda span: self.jump(*span))
+        pick = self.act("pick", self.pick)
+        self.card = NeuronCard(shared, on_jump=lambda pos: jump((pos,)))
         self.url = UrlSync()
         self.download = Download()
+        find = self.act("select", lambda _v: self.find_neurons())
         self.select = SelectMatch(
-            on_find=self.user(self.find_neurons),
-            on_pick=self.user(self.pick),
-            on_jump=self.user(self.jump),
-            on_stack=self.user(self.stack),
+            on_find=lambda: find(None),
+            on_pick=pick,
+            on_jump=lambda a, b: jump((a, b)),
+            on_stack=self.act("stack", self.stack),
         )
         # The ranking and saturation tabs are built the first time they are opened (a third of
         # the page's models: a faster first load, less memory per tab). Select & match is not:
@@ -108,8 +124,8 @@ class App:
         # but warns.
         self._built: dict[str, Any] = {}
         self._factories: dict[str, Callable[[], Any]] = {
-            "rank": lambda: RankTable(on_pick=self.user(self.pick)),
-            "saturation": lambda: SaturationView(shared.store.layers, on_pick=self.user(self.pick)),
+            "rank": lambda: RankTable(on_pick=pick),
+            "saturation": lambda: SaturationView(shared.store.layers, on_pick=pick),
         }
         # A column per tab whose children are swapped in when built (the client re-renders a
         # layout's children; it does not re-render a TabPanel whose child changed).
@@ -139,12 +155,12 @@ class App:
         chosen = state.primary == nid and not (request_args or {}).get("neuron")
         self.intro = f"Opened on {nid}: {why}." if chosen else ""
         self._render(None, state)
-        if state.find:
-            self._run_find(state, jump=False)
         if problems:
             self.message.show("\n".join(problems), "warn")
         elif self.intro:
             self.message.show(self.intro, "info")
+        if state.find:  # after the message: a bad pattern's error must not be overwritten
+            self._run_find(state, jump=False)
 
         heat_title = Div(
             text="<b>Neurons × positions</b> · click to jump", styles={"font-size": "12px"}
@@ -214,35 +230,133 @@ class App:
             text = f"internal error ({type(e).__name__}); the view was left as it was"
         self.message.show(f"{what}{text}", "error")
 
+    # -- user actions: coalesced on a server ------------------------------------------------
+    def act(
+        self,
+        key: str,
+        fn: Callable[[Any], None],
+        merge: Callable[[Any, Any], Any] | None = None,
+    ) -> Callable[[Any], None]:
+        """``fn(value)`` as a user action, run guarded (see :meth:`user`).
+
+        On a server, actions are queued under ``key`` and applied together on the next tick;
+        while the previous batch's redraw is still "cooling down" (as long again as it took,
+        at most :data:`COOLDOWN_MAX_S`) they wait. A queued action is replaced by a newer one of
+        the same key (``merge(old, new)`` combines them instead: paging steps add up). So a
+        burst of events (a held spinner arrow, a script sending thousands a second) costs a
+        few redraws, not one per event, and one tab cannot keep the server busy for minutes
+        working through its backlog while the other tabs wait.
+        """
+
+        def queued(value: Any = None) -> None:
+            if self.runner.inline:  # tests without a server: at once, so they see the result
+                self.user(fn)(value)
+                return
+            if key in self._pending:
+                self.coalesced += 1
+                _, old = self._pending.pop(key)  # re-queued last: order of the latest actions
+                if merge is not None:
+                    value = merge(old, value)
+            self._pending[key] = (fn, value)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                wait_ms = (self._cool_until - time.monotonic()) * 1e3
+                if wait_ms >= 1:
+                    self.doc.add_timeout_callback(self._flush, wait_ms)
+                else:
+                    self.doc.add_next_tick_callback(self._flush)
+
+        return queued
+
+    def _flush(self) -> None:
+        """Apply the queued actions, oldest first."""
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        t0 = time.monotonic()
+        if len(pending) == 1:
+            [(fn, value)] = pending.values()
+            self.user(fn)(value)
+        else:
+            self._batch(list(pending.values()))
+        t1 = time.monotonic()
+        self._cool_until = t1 + min(t1 - t0, COOLDOWN_MAX_S)
+
+    def _batch(self, actions: list[tuple[Callable[[Any], None], Any]]) -> None:
+        """Several actions, one redraw: each updates the view state (validated as ever), and
+        the page is drawn once from what was drawn before to where they left it. (A unit
+        change, a jump and a page-size change queued together would otherwise redraw three
+        times.)"""
+        drawn = self._drawn = self.state
+        self._dirty = False
+        try:
+            for fn, value in actions:
+                self.user(fn)(value)
+        finally:
+            self._drawn = None
+        if not self._dirty:
+            return
+        try:
+            self._render(drawn, self.state)
+        except Exception as e:
+            self.state = drawn
+            self.report(e)
+
     def _on(self, widget, attr: str, fn: Callable[[Any], None]) -> None:
         """Call ``fn(new)`` when a widget changes because of the user (not when we set it)."""
+        queued = self.act(f"{widget.id}.{attr}", fn)
 
         def cb(_attr, _old, new):
             if not self._syncing:
-                self.user(fn)(new)
+                queued(new)
 
         widget.on_change(attr, cb)
 
+    def _choice(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        """A select or spinner: a refused value is put back to the view's, so the widget does
+        not keep a value the view does not show (and the next pick does not combine with it)."""
+
+        def chosen(value: Any) -> None:
+            try:
+                fn(value)
+            except Exception:
+                self._syncing = True
+                try:
+                    self.controls.update(self.state, self.n)
+                finally:
+                    self._syncing = False
+                raise
+
+        return chosen
+
+    def _click(self, button, fn: Callable[[], None]) -> None:
+        queued = self.act(f"{button.id}.click", lambda _v: fn())
+        button.on_click(lambda *_a: queued())
+
     def _wire(self) -> None:
         c = self.controls
-        self._on(c.layer, "value", lambda v: self.pick_parts(layer=v))
-        self._on(c.kind, "value", lambda v: self.pick_parts(kind=v))
-        self._on(c.unit, "value", lambda v: self.pick_parts(unit=v))
+        self._on(c.layer, "value", self._choice(lambda v: self.pick_parts(layer=v)))
+        self._on(c.kind, "value", self._choice(lambda v: self.pick_parts(kind=v)))
+        self._on(c.unit, "value", self._choice(lambda v: self.pick_parts(unit=v)))
         self._on(c.neuron, "value", self.type_neurons)
-        self._on(c.page_size, "value", self.set_page_size)
+        self._on(c.page_size, "value", self._choice(self.set_page_size))
         self._on(c.goto, "value", self.goto)
         self._on(c.find, "value", lambda v: self.set_find(v, bool(c.find_regex.active)))
         self._on(c.find_regex, "active", lambda v: self.set_find(c.find.value, bool(v)))
-        self._on(c.feature, "value", self.set_feature)
-        c.pin.on_click(self.user(self.pin))
-        c.clear_pins.on_click(self.user(self.clear_stack))
-        c.prev_page.on_click(self.user(lambda: self.page(-1)))
-        c.next_page.on_click(self.user(lambda: self.page(+1)))
-        c.find_prev.on_click(self.user(lambda: self.next_match(-1)))
-        c.find_next.on_click(self.user(lambda: self.next_match(+1)))
-        c.export.on_click(self.user(self.export))
+        self._on(c.feature, "value", self._choice(self.set_feature))
+        self._click(c.pin, self.pin)
+        self._click(c.clear_pins, self.clear_stack)
+        self._click(c.export, self.export)
+        # Paging and match steps add up when clicks come faster than the view redraws.
+        page = self.act("page", self.page, merge=operator.add)
+        c.prev_page.on_click(lambda *_a: page(-1))
+        c.next_page.on_click(lambda *_a: page(+1))
+        step = self.act("match", self.next_match, merge=operator.add)
+        c.find_prev.on_click(lambda *_a: step(-1))
+        c.find_next.on_click(lambda *_a: step(+1))
         self._on(self.text.source.selected, "indices", lambda _new: self.on_select())
-        self.heatmap.figure.on_event(events.Tap, self.user(self.on_heatmap_tap))
+        tap = self.act("tap", self.on_heatmap_tap)
+        # One required argument: Bokeh calls a callback that can take none without the event.
+        self.heatmap.figure.on_event(events.Tap, lambda event: tap(event))
         self.tabs.on_change("active", lambda _a, _o, new: self.guard(self._on_tab)(new))
 
     # -- the view ---------------------------------------------------------------------------
@@ -257,9 +371,16 @@ class App:
             raise ValueError(f"page size must be one of {', '.join(map(str, PAGE_SIZES))}")
         if not 0 <= new.start < self.n:
             raise ValueError(f"position {new.start} is outside the text (0–{self.n - 1})")
+        if new.feature is not None and new.feature not in FEATURES:
+            raise ValueError(
+                f"unknown feature {new.feature[:40]!r}: choose one of {', '.join(FEATURES)}"
+            )
         old, self.state = self.state, new
         if focus is not None:
             self.focus = focus
+        if self._drawn is not None:  # inside a batch of actions: drawn once, at its end
+            self._dirty = True
+            return
         try:
             self._render(old, new)
         except Exception:
@@ -321,8 +442,9 @@ class App:
         layer = c.layer.value if layer is None else layer
         kind = c.kind.value if kind is None else kind
         unit = c.unit.value if unit is None else unit
-        if unit is None:
-            raise ValueError("unit: enter a whole number")
+        # A browser may send NaN, infinity or 2.5 for the spinner: refuse, do not round.
+        if not isinstance(unit, (int, float)) or not math.isfinite(unit) or unit != int(unit):
+            raise ValueError(f"unit {str(unit)[:40]!r}: enter a whole number")
         self.pick(f"L{layer}.{kind}.{int(unit)}")
 
     def type_neurons(self, text: str) -> None:
@@ -363,7 +485,9 @@ class App:
     # -- moving around ----------------------------------------------------------------------
     def page(self, step: int) -> None:
         s = self.state
-        start = min(max(0, s.start + step * s.size), max(0, self.n - 1))
+        # Whole pages only (several clicks can arrive as one step), never past the last one.
+        last = s.start + max(0, (self.n - 1 - s.start) // s.size) * s.size
+        start = min(max(0, s.start + step * s.size), last)
         if start != s.start:
             self.focus = None
             self.set_state(s.with_(start=start))
@@ -372,7 +496,7 @@ class App:
         try:
             size = int(value)
         except (TypeError, ValueError):
-            raise ValueError(f"page size {value!r} is not a number") from None
+            raise ValueError(f"page size {str(value)[:40]!r} is not a number") from None
         self.set_state(self.state.with_(size=size))
 
     def goto(self, text: str) -> None:
@@ -394,18 +518,21 @@ class App:
         focus = (pos, max(stop or pos + 1, pos + 1))
         s = self.state
         self.match_i = -1 if not self._is_match(focus) else self.match_i
-        if s.start <= pos < min(s.stop, self.n):
+        if not s.start <= pos < min(s.stop, self.n):
+            s = s.with_(start=window_around(pos, s.size, self.n))
+        elif self._drawn is None:  # in the window drawn: outline and scroll, no redraw
             self.focus = focus
             self._marks()
             self.text.scroll_to(pos)
-        else:
-            self.set_state(s.with_(start=window_around(pos, s.size, self.n)), focus=focus)
+            return
+        self.set_state(s, focus=focus)
 
     def _is_match(self, span: tuple[int, int]) -> bool:
         return 0 <= self.match_i < len(self.matches) and self.matches[self.match_i] == span
 
     def on_heatmap_tap(self, event: events.Tap) -> None:
-        if event.x is None or event.y is None:
+        # Coordinates come from the browser: anything but finite numbers is ignored.
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (event.x, event.y)):
             return
         pos = int(event.x)
         lane = self.heatmap.lane_at(event.y)
@@ -417,6 +544,9 @@ class App:
 
     # -- find -------------------------------------------------------------------------------
     def set_find(self, pattern: str, is_regex: bool) -> None:
+        if len(pattern) > MAX_PATTERN_LEN:
+            # Refused before it reaches the view: it would ride along in every URL update.
+            raise ValueError(f"find: {len(pattern):,} characters; the limit is {MAX_PATTERN_LEN:,}")
         s = self.state.with_(find=pattern, regex=is_regex)
         self.state = s
         self.url.update(to_query(s))
@@ -476,7 +606,8 @@ class App:
 
     # -- feature track and ranking ----------------------------------------------------------
     def set_feature(self, value: str) -> None:
-        self.set_state(self.state.with_(feature=None if value == NO_FEATURE else value))
+        none = value in (NO_FEATURE, "", None)
+        self.set_state(self.state.with_(feature=None if none else value))
 
     def _load_rank(self, feature: str | None) -> None:
         if feature is None:
@@ -524,6 +655,8 @@ class App:
         self._load_sampled(nid)
 
     def _on_tab(self, active: int) -> None:
+        if not 0 <= active < len(self._tab_names):
+            return  # not a tab (the browser sent a bad index): nothing to build
         if active == CARD_TAB:
             if self._sampled != self.state.primary:
                 self._load_sampled(self.state.primary)

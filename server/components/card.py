@@ -33,6 +33,7 @@ from interpret.names import GATE_KINDS, KIND_NAMES, parse_neuron
 
 from .layout import color_index, color_table, row_cells
 from .shared import Shared
+from .state import chosen_row
 from .textview import CELL_W, FONT
 
 ROW_PX = 17
@@ -270,7 +271,10 @@ class NeuronCard:
         if not new:
             return
         rows = self.source.data["row"]
-        r = rows[new[0]]
+        k = chosen_row(new, len(rows))
         self.source.selected.indices = []
+        if k is None:
+            return
+        r = rows[k]
         if 0 <= r < len(self.row_positions):
             self.on_jump(self.row_positions[r])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from bokeh.models import (
     ColumnDataSource,
@@ -71,4 +73,5 @@ class Heatmap:
             self.names = list(names)
 
     def lane_at(self, y: float) -> int:
-        return round(y)
+        """The lane drawn at ``y``; -1 for no lane (NaN, infinity: the browser sent junk)."""
+        return round(y) if math.isfinite(y) else -1

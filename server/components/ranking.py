@@ -9,6 +9,8 @@ import pandas as pd
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, DataTable, Div, NumberFormatter, TableColumn
 
+from .state import chosen_row
+
 SHOWN = 200  # rows in the table: the ranking's head is what anyone reads
 
 
@@ -78,5 +80,6 @@ class RankTable:
         )
 
     def _on_select(self, attr, old, new) -> None:
-        if new:
-            self.on_pick(self.source.data["neuron"][new[0]])
+        k = chosen_row(new, len(self.source.data["neuron"]))
+        if k is not None:
+            self.on_pick(self.source.data["neuron"][k])

@@ -15,6 +15,8 @@ from bokeh.plotting import figure
 
 from interpret.names import KIND_NAMES
 
+from .state import chosen_row
+
 KIND_COLORS = {"i": Category10[10][0], "f": Category10[10][2], "o": Category10[10][3],
                "r": Category10[10][4], "z": Category10[10][1]}  # fmt: skip
 
@@ -69,8 +71,9 @@ class SaturationView:
 
     def _picker(self, src: ColumnDataSource):
         def pick(attr, old, new) -> None:
-            if new:
-                nid = src.data["neuron"][new[0]]
+            k = chosen_row(new, len(src.data["neuron"]))
+            if k is not None:
+                nid = src.data["neuron"][k]
                 src.selected.indices = []
                 self.on_pick(nid)
 

@@ -14,6 +14,8 @@ from bokeh.models import Button, ColumnDataSource, DataTable, Div, NumberFormatt
 
 from interpret.export import visible_text
 
+from .state import chosen_row
+
 SNIPPET = 60  # characters of each match shown in the table
 TOP_NEURONS = 5  # the neurons whose pattern is matched
 
@@ -157,12 +159,13 @@ class SelectMatch:
         self.status.text = f"{self._found} · {len(df)} other places where they match"
 
     def _pick(self, attr, old, new) -> None:
-        if new:
-            self.on_pick(self.neurons.data["neuron"][new[0]])
+        k = chosen_row(new, len(self.neurons.data["neuron"]))
+        if k is not None:
+            self.on_pick(self.neurons.data["neuron"][k])
 
     def _jump(self, attr, old, new) -> None:
-        if new:
-            i = new[0]
+        i = chosen_row(new, len(self.matches.data["start"]))
+        if i is not None:
             self.on_jump(int(self.matches.data["start"][i]), int(self.matches.data["stop"][i]))
 
     def _stack(self) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import regex
 
 from interpret.colors import Scale, scale_for
 from interpret.export import MAX_FIND_MATCHES, find_matches
@@ -198,7 +197,7 @@ class Shared:
     def feature(self, name: str) -> np.ndarray:
         """A built-in feature over the whole text (``[N]``), computed once."""
         if name not in FEATURES:
-            raise ValueError(f"unknown feature {name!r}: choose one of {', '.join(FEATURES)}")
+            raise ValueError(f"unknown feature {name[:40]!r}: choose one of {', '.join(FEATURES)}")
         return self._features.get(name, lambda: compute_features(self.text, [name])[name])
 
     def rank(self, feature: str) -> pd.DataFrame:
@@ -206,7 +205,9 @@ class Shared:
         if mod is None:
             raise AnalysisMissing("rank")
         if feature not in FEATURES:
-            raise ValueError(f"unknown feature {feature!r}: choose one of {', '.join(FEATURES)}")
+            raise ValueError(
+                f"unknown feature {feature[:40]!r}: choose one of {', '.join(FEATURES)}"
+            )
         return self._rank.get(feature, lambda: mod.rank_feature(self.store, feature))
 
     def quick_contexts(self, nid: str, k: int = 6, width: int = 24) -> pd.DataFrame:
@@ -289,9 +290,11 @@ class Shared:
 
     def find(self, pattern: str, is_regex: bool) -> tuple[list[tuple[int, int]], bool]:
         """Matches of a literal or a (time-bounded) regular expression in the whole text."""
-        rx = pattern if is_regex else regex.escape(pattern)
         return self._find.get(
-            (rx,), lambda: find_matches(self.text, rx, max_matches=MAX_FIND_MATCHES)
+            (pattern, is_regex),
+            lambda: find_matches(
+                self.text, pattern, max_matches=MAX_FIND_MATCHES, literal=not is_regex
+            ),
         )
 
     def close(self) -> None:

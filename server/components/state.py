@@ -53,7 +53,9 @@ def to_query(state: ViewState) -> str:
         items.append(("find", state.find))
         if state.regex:
             items.append(("regex", "1"))
-    return urlencode(items)
+    # surrogatepass: a browser can send a lone surrogate in the find box (JavaScript strings
+    # allow them); strict UTF-8 would make every later address-bar update fail.
+    return urlencode(items, errors="surrogatepass")
 
 
 def _decode(values: list[bytes] | list[str]) -> list[str]:
@@ -151,3 +153,15 @@ def window_around(pos: int, size: int, n: int) -> int:
     """A window start that shows ``pos`` a little below the top, so the reader sees what led
     up to it."""
     return max(0, min(pos - size // 8, max(n - size, 0)))
+
+
+def chosen_row(indices, n: int) -> int | None:
+    """The first of a table's selected ``indices`` that names one of its ``n`` rows, or None.
+
+    Selections come from the browser: an index past the end or below zero (which Python would
+    read from the end) is ignored, not trusted.
+    """
+    for k in indices or ():
+        if isinstance(k, int) and 0 <= k < n:
+            return k
+    return None

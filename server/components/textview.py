@@ -353,8 +353,10 @@ class TextView:
 
     def selected_span(self) -> tuple[int, int] | None:
         """The corpus span from the first to the last selected character, if any."""
-        idx = self.source.selected.indices
+        cells = np.asarray(self.source.data["i"])
+        # Indices come from the browser: ones that name no drawn cell are ignored.
+        idx = [k for k in self.source.selected.indices if 0 <= k < len(cells)]
         if not idx:
             return None
-        i = np.asarray(self.source.data["i"])[np.asarray(idx, dtype=np.int64)]
+        i = cells[np.asarray(idx, dtype=np.int64)]
         return self.start + int(i.min()), self.start + int(i.max()) + 1
