@@ -261,6 +261,22 @@ def test_interrupted_record_resumes_to_the_same_store(lstm, tmp_path, checkpoint
     assert not (tmp_path / "cut" / "progress").exists()
 
 
+def test_two_threads_give_the_same_store(lstm, tmp_path):
+    """With 2 threads the trace and the statistics worker take one each: the store equals the
+    one-thread store bit for bit, also after a resume, and the caller gets its threads back."""
+    text = python_text(3000, seed=6)
+    kw = dict(streams=3, warmup=15, chunk_len=40, progress=False)
+    record(lstm, text, tmp_path / "one", **kw)  # the fixture set 1 thread: one worker
+    torch.set_num_threads(2)
+    record(lstm, text, tmp_path / "two", **kw)
+    assert torch.get_num_threads() == 2, "record must give the caller its threads back"
+    assert_same_store(tmp_path / "one", tmp_path / "two")
+    with pytest.raises(Interrupt):
+        record(lstm, text, tmp_path / "cut", **kw, checkpoint_seconds=0, hook=_interrupt_at(9))
+    assert record(lstm, text, tmp_path / "cut", **kw).resumed_from > 0
+    assert_same_store(tmp_path / "one", tmp_path / "cut")
+
+
 def test_damaged_partial_store_starts_over(lstm, tmp_path):
     text = python_text(1500, seed=6)
     kw = dict(streams=2, warmup=10, chunk_len=50, progress=False)
