@@ -76,6 +76,17 @@ class Workspace:
         return buf[:numel].view(shape)
 
 
+def _buffers(workspace: Workspace | None, x: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """``buf(name, shape)``: a buffer like ``x`` (dtype, device), from ``workspace`` if given."""
+
+    def buf(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if workspace is None:
+            return torch.empty(shape, dtype=x.dtype, device=x.device)
+        return workspace.get(name, shape, x.dtype, x.device)
+
+    return buf
+
+
 def _zero_state(layer: RecurrentLayer, batch: int, device, dtype=torch.float32):
     return layer.zero_state(batch, device, dtype)
 
@@ -149,10 +160,7 @@ def trace_layer(
     G = w_ih.shape[0]  # gates * H
     x2 = x.reshape(T * B, x.shape[2])
 
-    def buf(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        if workspace is None:
-            return torch.empty(shape, dtype=x.dtype, device=x.device)
-        return workspace.get(name, shape, x.dtype, x.device)
+    buf = _buffers(workspace, x)
 
     if cell == "lstm":
         # pre = x W_ih^T + h_{t-1} W_hh^T + b: one product over all T*B rows, one over T-1 rows
@@ -217,10 +225,7 @@ def _lstm_steps(
     w_hh_t = r.weight_hh_l0.t()
     G = 4 * H
 
-    def buf(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        if workspace is None:
-            return torch.empty(shape, dtype=x.dtype, device=x.device)
-        return workspace.get(name, shape, x.dtype, x.device)
+    buf = _buffers(workspace, x)
 
     pre = buf("pre", (T, B, G))
     torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, x.reshape(T * B, -1), r.weight_ih_l0.t(),
@@ -265,10 +270,7 @@ def _gru_steps(
     w_hh_t, b_hh = r.weight_hh_l0.t(), r.bias_hh_l0
     G = 3 * H
 
-    def buf(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        if workspace is None:
-            return torch.empty(shape, dtype=x.dtype, device=x.device)
-        return workspace.get(name, shape, x.dtype, x.device)
+    buf = _buffers(workspace, x)
 
     pre = buf("pre", (T, B, G))
     torch.addmm(r.bias_ih_l0, x.reshape(T * B, -1), r.weight_ih_l0.t(), out=pre.view(T * B, G))

@@ -16,6 +16,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after. Small tensors: one thread avoids OpenMP
+    wake-up costs that dominate on a busy 2-core box, and recordings are bit-reproducible.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 CODE_SNIPPET = '''def greet(name, times=2):
     """Say hello (politely) to [name]."""
     for i in range(times):  # repeat

@@ -66,12 +66,7 @@ TEXT = CODE_SNIPPET * 3  # ~1,000 characters to record
 PAGE = 4096
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------

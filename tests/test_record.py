@@ -23,13 +23,7 @@ from interpret.store import ActivationStore, hist_edges
 from interpret.trace import trace_ids
 from interpret.vocab import Vocab
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SOURCE = textwrap.dedent(

@@ -16,14 +16,7 @@ from interpret.trace import (
     trace_ids,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small tensors: one thread avoids OpenMP wake-up costs that dominate on a busy 2-core box.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------
