@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -331,6 +332,10 @@ class ProtocolClient:
         nid = f"L1.c.{u}"
         event = ModelChangedEvent(self.doc, self.unit, "value", u)
         self.unit.value = u
+        return await self.round_trip(event, self.neuron_input.id, lambda new: new == nid)
+
+    async def round_trip(self, event, model_id: str, arrived: Callable[[object], bool]) -> float:
+        """Send ``event``; seconds until a patch sets ``model_id``'s value so ``arrived(new)``."""
         t0 = time.perf_counter()
         await self.send(self.protocol.create("PATCH-DOC", [event]))
         while True:
@@ -341,7 +346,7 @@ class ProtocolClient:
                 continue
             for ev in msg.content["events"]:
                 model = ev.get("model") or {}
-                if model.get("id") == self.neuron_input.id and ev.get("new") == nid:
+                if model.get("id") == model_id and arrived(ev.get("new")):
                     return time.perf_counter() - t0
 
     def close(self) -> None:
@@ -373,19 +378,11 @@ class LoadClient(ProtocolClient):
         new = max(0, self.start + step * self.size)
         want = f"characters {new:,}–"
         event = MessageSentEvent(self.doc, "bokeh_event", events.ButtonClick(button))
-        t0 = time.perf_counter()
-        await self.send(self.protocol.create("PATCH-DOC", [event]))
-        while True:
-            msg = await self.next_message()
-            if msg.msgtype == "ERROR":
-                raise RuntimeError(f"server error: {msg.content}")
-            if msg.msgtype != "PATCH-DOC":
-                continue
-            for ev in msg.content["events"]:
-                model = ev.get("model") or {}
-                if model.get("id") == self.page_info.id and str(ev.get("new")).startswith(want):
-                    self.start = new
-                    return time.perf_counter() - t0
+        dt = await self.round_trip(
+            event, self.page_info.id, lambda text: str(text).startswith(want)
+        )
+        self.start = new
+        return dt
 
 
 def bench_load(
