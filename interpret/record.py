@@ -656,6 +656,7 @@ def record(
     progress: bool = True,
     checkpoint_seconds: float = 60.0,
     hook: Callable[[int], None] | None = None,
+    _accelerator_path: bool = False,
 ) -> RecordSummary:
     """Record ``text`` through ``loaded``'s model into the store folder ``out``.
 
@@ -666,7 +667,8 @@ def record(
 
     Rerunning with the same inputs resumes an interrupted recording, or returns at once when the
     store is complete; other inputs are refused unless ``force``. ``hook(chunk)`` is called after
-    each chunk (tests use it to interrupt).
+    each chunk (tests use it to interrupt). ``_accelerator_path`` (tests) takes, on CPU, the road
+    a GPU takes: the fused kernel plus the rebuild, and the statistics inline.
     """
     t_start = time.perf_counter()
     root = Path(out)
@@ -743,7 +745,7 @@ def record(
             _clear_store(root)  # leftovers of a run killed before it wrote record.json
         return _record_locked(
             loaded, model, dev, text, root, plan, job, layers, kinds, docs, progress,
-            checkpoint_seconds, hook, t_start,
+            checkpoint_seconds, hook, t_start, _accelerator_path,
         )  # fmt: skip
 
 
@@ -764,7 +766,21 @@ def _load_checkpoint(root: Path, job: dict) -> dict | None:
 
 
 def _record_locked(
-    loaded, model, dev, text, root, plan, job, layers, kinds, docs, progress, ckpt_s, hook, t0
+    loaded,
+    model,
+    dev,
+    text,
+    root,
+    plan,
+    job,
+    layers,
+    kinds,
+    docs,
+    progress,
+    ckpt_s,
+    hook,
+    t0,
+    accelerator_path=False,
 ) -> RecordSummary:
     from tqdm.auto import tqdm
 
@@ -862,7 +878,7 @@ def _record_locked(
     # per 100k characters and a slower wall clock).
     threads_before = torch.get_num_threads()
     worker = None
-    if dev.type == "cpu":
+    if dev.type == "cpu" and not accelerator_path:
         worker = _StatsWorker(max(1, threads_before // 2))
         torch.set_num_threads(max(1, threads_before - threads_before // 2))
     trace_ws = _LendingWorkspace(dev) if worker else None
@@ -995,7 +1011,7 @@ def _record_locked(
         for res in run_plan(
             model, ids, plan, layers=layers, kinds=kinds, device=dev,
             start_chunk=start_chunk, state=state, on_layer=on_layer, predict=worker is None,
-            workspace=trace_ws,
+            workspace=trace_ws, method="kernel" if accelerator_path else "auto",
         ):  # fmt: skip
             k = res.k
             if chunk_ctx.get("k") != k:

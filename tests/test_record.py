@@ -271,6 +271,34 @@ def test_two_threads_give_the_same_store(lstm, tmp_path):
     assert_same_store(tmp_path / "one", tmp_path / "cut")
 
 
+def test_the_accelerator_path_gives_the_same_store(lstm, tmp_path):
+    """What a GPU runs (kernel plus rebuild, statistics inline, no worker threads), taken on
+    CPU: the same store as the CPU path to float16 precision, also after a resume."""
+    text = python_text(3000, seed=8)
+    kw = dict(streams=3, warmup=15, chunk_len=40, progress=False)
+    record(lstm, text, tmp_path / "cpu", **kw)
+    record(lstm, text, tmp_path / "acc", **kw, _accelerator_path=True)
+    with pytest.raises(Interrupt):
+        record(lstm, text, tmp_path / "cut", **kw, checkpoint_seconds=0, hook=_interrupt_at(5),
+               _accelerator_path=True)  # fmt: skip
+    record(lstm, text, tmp_path / "cut", **kw, _accelerator_path=True)
+    assert_same_store(tmp_path / "acc", tmp_path / "cut")
+    a, b = ActivationStore.open(tmp_path / "cpu"), ActivationStore.open(tmp_path / "acc")
+    for li in a.layers:
+        for kind in a.kinds:
+            x = a.array(li, kind).astype(np.float32)
+            y = b.array(li, kind).astype(np.float32)
+            assert np.all(np.abs(x - y) <= np.abs(x) * 2.0**-9 + 1e-3), f"L{li}.{kind}"
+            sa, sb = a.stat_arrays(li, kind), b.stat_arrays(li, kind)
+            np.testing.assert_allclose(sa["mean"], sb["mean"], rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(sa["std"], sb["std"], rtol=1e-3, atol=1e-4)
+            assert sa["count"] == sb["count"]
+            # Histograms count float16 values: a value on a bin edge may move by one bin.
+            ha, hb = sa["hist_counts"], sb["hist_counts"]
+            assert np.abs(ha - hb).sum() <= 0.01 * ha.sum() + 4
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-3, atol=1e-3)
+
+
 def test_damaged_partial_store_starts_over(lstm, tmp_path):
     text = python_text(1500, seed=6)
     kw = dict(streams=2, warmup=10, chunk_len=50, progress=False)
