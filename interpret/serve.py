@@ -224,8 +224,11 @@ def make_server(
     app = Application(handler)
     sockets, bound = bind_sockets(address, port)
     try:
-        origins = _origins(bound, allow_origin)
         url = _url(address, bound)
+        origins = _origins(bound, allow_origin)
+        own = url.split("//", 1)[1].rstrip("/")  # the printed URL's host:port must load too
+        if own not in origins:
+            origins.append(own)
         tornado_app = _guarded_app(
             {"/": app},
             origins,

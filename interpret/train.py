@@ -305,7 +305,7 @@ def _train(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.99),
     )  # fmt: skip
-    step, best, state, history = 0, float("inf"), None, []
+    step, best, state, history, resumed_time = 0, float("inf"), None, [], None
     if resume and (run_dir / "last.pt").is_file():
         ck = load_checkpoint(run_dir / "last.pt", map_location="cpu")
         if ck["config"] != model_cfg.to_dict():
@@ -323,6 +323,7 @@ def _train(
         if device.type == "cuda" and "cuda" in ck["rng"]:
             torch.cuda.set_rng_state(ck["rng"]["cuda"])
         history = _read_log(run_dir, step)
+        resumed_time = ck.get("time_s")
         log.info("resumed from %s at step %d (best val %.4f bpc)", run_dir / "last.pt", step, best)
     elif resume:
         log.warning("--resume: no %s yet, starting fresh", run_dir / "last.pt")
@@ -365,6 +366,7 @@ def _train(
                 "carry_state": [tuple(t.cpu() for t in s) if isinstance(s, tuple) else s.cpu()
                                 for s in full_state] if full_state is not None else None,
                 "rng": rng,
+                "time_s": time.time() - t_start,  # elapsed, so a resume keeps the budget
             },
         )  # fmt: skip
 
@@ -382,7 +384,11 @@ def _train(
             old_handlers[sig] = signal.signal(sig, on_signal)
 
     # Time carries over a resume, so --max-minutes is the budget of the whole run.
-    t_start, stopped = time.time() - (history[-1]["time_s"] if history else 0.0), "max_steps"
+    # The checkpoint says how long the run had trained (older ones: the last evaluation's time).
+    elapsed = (
+        resumed_time if resumed_time is not None else (history[-1]["time_s"] if history else 0.0)
+    )
+    t_start, stopped = time.time() - elapsed, "max_steps"
     last_val = float("nan")
     last_save = time.time()
     run_loss, run_n, bad_evals = 0.0, 0, 0
@@ -399,6 +405,9 @@ def _train(
             if due and not (history and history[-1]["step"] == step):  # not twice on resume
                 last_val = evaluate_bpc(model, val_ids, device, max_chars=cfg.eval_chars,
                                         bf16=cfg.bf16)  # fmt: skip
+                # Every rank must take the same best.pt and early-stop decisions (a save is a
+                # collective): rank 0's value for all, not each rank's own rounding.
+                last_val = _rank0_value(d, device, last_val)
                 now = time.time()
                 cps = chars_window * d.world / max(now - t_window, 1e-9)
                 train_bpc = float(run_loss) / run_n / LN2 if run_n else float("nan")
@@ -407,10 +416,12 @@ def _train(
                 history.append({"step": step, "time_s": round(now - t_start, 2),
                                 "train_bpc": train_bpc, "val_bpc": last_val, "lr": lr,
                                 "chars_per_s": round(cps, 1)})  # fmt: skip
+                # best.pt first: last.pt records the new best, so a kill between the two saves
+                # must not leave best.pt behind (a resume would not see an improvement again).
+                if improved:
+                    checkpoint("best.pt", last_val)
                 checkpoint("last.pt", last_val)
                 last_save = time.time()
-                if improved:  # every rank computed the same val loss: same decision
-                    checkpoint("best.pt", last_val)
                 if d.main:
                     _write_log(run_dir, history)
                 bar.set_postfix(val_bpc=f"{last_val:.3f}", best=f"{best:.3f}")
@@ -421,11 +432,13 @@ def _train(
                     break
             if step >= cfg.max_steps:
                 break
-            if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
+            # Clocks differ between ranks: time-based decisions are agreed, like Ctrl-C.
+            timed_out = bool(cfg.max_minutes) and time.time() - t_start > cfg.max_minutes * 60
+            save_due = bool(cfg.save_minutes) and time.time() - last_save > cfg.save_minutes * 60
+            stop, save_due, timed_out = _agree(d, device, interrupted["flag"], save_due, timed_out)
+            if timed_out:
                 stopped = "max_minutes"
                 break
-            save_due = bool(cfg.save_minutes) and time.time() - last_save > cfg.save_minutes * 60
-            stop, save_due = _agree(d, interrupted["flag"], save_due)
             if stop or (_stop_at is not None and step >= _stop_at):
                 stopped = "interrupted"
                 break
@@ -476,16 +489,28 @@ def _train(
     return TrainResult(run_dir, step, best, last_val, stopped)
 
 
-def _agree(d: Dist, *flags: bool) -> tuple[bool, ...]:
+def _agree(d: Dist, device: torch.device, *flags: bool) -> tuple[bool, ...]:
     """Each flag true on any rank is true on all: every rank stops (or saves) at the same step,
-    or the collectives deadlock."""
+    or the collectives deadlock. The tensor lives on ``device``: NCCL reduces only CUDA
+    tensors."""
     if d.world == 1:
         return flags
     import torch.distributed as dist
 
-    t = torch.tensor([1.0 if f else 0.0 for f in flags])
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(t)
     return tuple(bool(x > 0) for x in t.tolist())
+
+
+def _rank0_value(d: Dist, device: torch.device, value: float) -> float:
+    """``value`` as rank 0 has it, on every rank."""
+    if d.world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
 
 
 def threading_is_main() -> bool:

@@ -113,6 +113,7 @@ def test_training_killed_three_times_ends_with_the_same_weights(corpus, straight
     assert res.returncode == 0, res.stderr[-2000:]
     assert load_checkpoint(run / "last.pt")["step"] == STEPS
     _assert_same_weights(straight_run / "last.pt", run / "last.pt")
+    _assert_same_weights(straight_run / "best.pt", run / "best.pt")
     assert not _temps(run), "temp files of killed saves must be cleaned up"
     # The log holds each evaluation once, in order, though some were computed twice.
     steps = [int(r.split(",")[0]) for r in (run / "log.csv").read_text().splitlines()[1:]]
@@ -175,6 +176,8 @@ def test_training_killed_inside_a_save_keeps_the_previous_checkpoint(
     assert res.returncode == 0, res.stderr[-2000:]
     assert not _temps(run)
     _assert_same_weights(straight_run / "last.pt", run / "last.pt")
+    # best.pt is saved before last.pt, so no kill leaves it behind the best evaluation.
+    _assert_same_weights(straight_run / "best.pt", run / "best.pt")
 
 
 def test_a_second_training_into_the_same_folder_is_refused(corpus, tmp_path):

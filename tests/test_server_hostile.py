@@ -724,6 +724,16 @@ def test_the_server_binds_loopback_by_default(redos_store_dir):
         assert bound == ["127.0.0.1"], bound
 
 
+def test_a_server_on_another_address_serves_its_own_url(redos_store_dir):
+    """--address 127.0.0.2 (any specific IP): the URL it prints loads; other hosts do not."""
+    with start_server(redos_store_dir, port=0, address="127.0.0.2") as h:
+        assert h.url == f"http://127.0.0.2:{h.port}/"
+        status, _ = http_get(h.url)
+        assert status == 200
+        status, _ = http_get(h.url, {"Host": f"evil.example:{h.port}"})
+        assert status == 403
+
+
 def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
