@@ -19,6 +19,17 @@ from typing import IO
 from interpret.errors import LstmscopeError, WriteError, write_failure
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it: done once, at import (before any writer thread
+    # exists), since a file another thread creates in between would get mode 0666.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
@@ -31,9 +42,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding, newline="" if encoding else None) as f:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should read like any file
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs read like any file
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from interpret.errors import LstmscopeError, WriteError
@@ -53,14 +53,19 @@ def temp_owner(name: str) -> str | None:
     return m.group("name") if m else None
 
 
-def remove_stale_temps(folder: str | Path) -> list[str]:
-    """Delete atomic-write temp files in ``folder`` (call only while holding its lock)."""
-    removed = []
+def remove_stale_temps(folder: str | Path, owners: Collection[str] | None = None) -> list[str]:
+    """Delete atomic-write temp files in ``folder`` (call only while holding its lock).
+
+    Only temps of the files in ``owners`` go (None: any, for a folder that is all ours): a run
+    folder may be a user's folder with other programs' ``.name.x.tmp`` files in it.
+    """
+    removed: list[str] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        if temp_owner(p.name) is not None and p.is_file():
+        owner = temp_owner(p.name)
+        if owner is not None and (owners is None or owner in owners) and p.is_file():
             with contextlib.suppress(OSError):
                 p.unlink()
                 removed.append(p.name)

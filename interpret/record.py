@@ -475,7 +475,8 @@ class _StatsWorker(_TaskThread):
         super().__init__(max_pending)
 
     def _context(self) -> contextlib.AbstractContextManager:
-        # Same intra-op thread count as the caller, so reductions split (and round) the same way.
+        # A fixed intra-op thread count (record gives it half the caller's): reductions split,
+        # and so round, the same way on every run with the same threads.
         torch.set_num_threads(self.num_threads)
         return torch.inference_mode()
 
@@ -708,8 +709,10 @@ def record(
     make_dir(root)
     busy = f"another `lstmscope record` is writing to {root} right now"
     with folder_lock(root, busy, StoreError):
-        for folder in (root, root / "progress", root / "stats"):
-            remove_stale_temps(folder)  # a run killed mid-write left them
+        # A run killed mid-write left them; progress/ and stats/ hold only our files.
+        remove_stale_temps(root, STORE_FILES)
+        for folder in (root / "progress", root / "stats"):
+            remove_stale_temps(folder)
         if (root / "meta.json").is_file():
             try:
                 m = json.loads((root / "meta.json").read_text(encoding="utf-8"))
@@ -871,21 +874,13 @@ def _record_locked(
     if not fresh:
         log.info("resuming %s at character %d of %d", root, done_chars, n)
 
-    writer = _Writer()
-    # On CPU the statistics run in a second thread (see _StatsWorker); on an accelerator they
-    # are queued on the device anyway. The two threads share the cores: each taking them all
-    # made them fight (2 cores: 73 us of CPU per character either way, but 100k context switches
-    # per 100k characters and a slower wall clock).
+    # Created inside the try below, so that whatever happens they are closed and the caller's
+    # thread count comes back.
+    writer: _Writer | None = None
+    worker: _StatsWorker | None = None
+    trace_ws: _LendingWorkspace | None = None
+    bar = None
     threads_before = torch.get_num_threads()
-    worker = None
-    if dev.type == "cpu" and not accelerator_path:
-        worker = _StatsWorker(max(1, threads_before // 2))
-        torch.set_num_threads(max(1, threads_before - threads_before // 2))
-    trace_ws = _LendingWorkspace(dev) if worker else None
-    bar = tqdm(
-        total=n, initial=done_chars, unit="char", unit_scale=True, desc="record",
-        disable=not progress, mininterval=0.5, smoothing=0.1,
-    )  # fmt: skip
     t_rec = time.perf_counter()
     last_ckpt = time.perf_counter()
 
@@ -915,7 +910,10 @@ def _record_locked(
 
         def commit() -> None:
             for f in (*files.values(), *pred.values()):
-                f.sync()
+                try:
+                    f.sync()
+                except OSError as e:  # a disk that fills while flushing: name the file
+                    raise WriteError(f.path, e) from e
             with atomic_open(root / "progress" / "checkpoint.npz") as fh:
                 np.savez(fh, **payload)
 
@@ -982,8 +980,8 @@ def _record_locked(
             for kind, v in acts.items():
                 fold(li, kind, v, ctx)
             return
-        # The acts are read in place by the worker: h is the kernel's own fresh output, the
-        # gates and c live in buffers lent by trace_ws, given back once the layer is folded.
+        # The acts are read in place by the worker: they live in buffers lent by trace_ws
+        # (or, on the kernel road, h is the kernel's own output), given back once folded.
         for kind, v in acts.items():
             worker.put(lambda li=li, kind=kind, v=v: fold(li, kind, v, ctx))
         lent = trace_ws.take_lent()
@@ -1007,6 +1005,20 @@ def _record_locked(
 
     ok = False
     try:
+        writer = _Writer()
+        # On CPU the statistics run in a second thread (see _StatsWorker); on an accelerator
+        # they are queued on the device anyway. The two threads share the cores: each taking
+        # them all made them fight (2 cores: 100k context switches per 100k characters, 15%
+        # more CPU and a slower wall clock).
+        worker = None
+        if dev.type == "cpu" and not accelerator_path:
+            worker = _StatsWorker(max(1, threads_before // 2))
+            torch.set_num_threads(max(1, threads_before - threads_before // 2))
+        trace_ws = _LendingWorkspace(dev) if worker else None
+        bar = tqdm(
+            total=n, initial=done_chars, unit="char", unit_scale=True, desc="record",
+            disable=not progress, mininterval=0.5, smoothing=0.1,
+        )  # fmt: skip
         k = start_chunk - 1
         for res in run_plan(
             model, ids, plan, layers=layers, kinds=kinds, device=dev,
@@ -1038,11 +1050,13 @@ def _record_locked(
         writer.drain()
         ok = True
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if worker is not None:
             worker.close(discard=not ok)
-            torch.set_num_threads(threads_before)
-        writer.close()
+        torch.set_num_threads(threads_before)
+        if writer is not None:
+            writer.close()
         for f in (*files.values(), *pred.values()):
             f.close()
     rec_s = time.perf_counter() - t_rec
@@ -1092,7 +1106,8 @@ def _record_locked(
         },
     }
     atomic_write_text(root / "meta.json", json.dumps(meta, indent=1))
-    for name in ("progress", "record.json", ".lock"):
+    # .lock stays: unlinking a lock while holding it lets two later runs each lock their own.
+    for name in ("progress", "record.json"):
         p = root / name
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
 
 
+# What train writes into a run folder (atomically): the temps a killed run leaves are of these.
+RUN_FILES = ("best.pt", "last.pt", "log.csv", "curve.html", "vocab.json", "config.json")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     seq_len: int = 128  # backprop window; state still flows across windows
@@ -268,7 +272,7 @@ def train(
         raise LstmscopeError(f"cannot create the run folder {run_dir}: {e.strerror}") from None
     busy = f"another `lstmscope train` is writing to {run_dir} right now; use another -o folder"
     with folder_lock(run_dir, busy):
-        remove_stale_temps(run_dir)
+        remove_stale_temps(run_dir, RUN_FILES)
         return _train(train_ids, val_ids, vocab, model_cfg, cfg, run_dir, **kw)
 
 

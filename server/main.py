@@ -601,7 +601,11 @@ class App:
     def next_match(self, step: int) -> None:
         if not self.matches:
             raise ValueError("nothing found yet: type text to find first")
-        i = self.match_i + step if self.match_i >= 0 else (0 if step > 0 else -1)
+        if step == 0:  # a next and a previous click coalesced: nothing to do
+            return
+        # None chosen yet: the first step lands on the first (or the last) match.
+        first = step - 1 if step > 0 else step
+        i = self.match_i + step if self.match_i >= 0 else first
         self.goto_match(i % len(self.matches))
 
     # -- feature track and ranking ----------------------------------------------------------

@@ -27,6 +27,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -360,6 +361,14 @@ def assert_disk_full(e: BaseException, *names: str) -> None:
         assert name in msg, msg
 
 
+def assert_checkpoint_refused(msg: str, run: Path) -> None:
+    """The first checkpoint that did not fit: best.pt (saved first when the evaluation
+    improved) or last.pt; either way named, and said to be unchanged."""
+    m = re.search(rf"cannot write {re.escape(str(run))}/(best|last)\.pt", msg)
+    assert m, msg
+    assert f"the previous {m.group(1)}.pt is unchanged" in msg, msg
+
+
 # ----------------------------------------------------------------------------------------------
 # (a) atomic writes
 
@@ -467,7 +476,8 @@ def test_training_when_the_disk_fills_after_the_first_evaluation(
         DiskBudget(m, run, budget=step0 + 2048)
         with pytest.raises(WriteError) as ei:
             tiny_training.run(run)
-    assert_disk_full(ei.value, str(run / "last.pt"), "the previous last.pt is unchanged")
+    assert_disk_full(ei.value)
+    assert_checkpoint_refused(str(ei.value), run)
     for name in ("best.pt", "last.pt"):
         assert load_checkpoint(run / name)["step"] == 0  # what was saved before still loads
     assert load_model(run).config == tiny_training.model_cfg
@@ -493,8 +503,8 @@ def test_cli_training_past_the_file_size_limit(tmp_path):
     assert "Traceback" not in res.stderr, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if "error:" in ln]
     assert len(lines) == 1, res.stderr
-    assert f"cannot write {tmp_path / 'run' / 'last.pt'}" in lines[0]
-    assert "file-size limit" in lines[0] and "the previous last.pt is unchanged" in lines[0]
+    assert_checkpoint_refused(lines[0], tmp_path / "run")
+    assert "file-size limit" in lines[0]
     for name in ("best.pt", "last.pt"):
         assert load_checkpoint(tmp_path / "run" / name)["step"] == 0
     assert temp_files(tmp_path / "run") == []
@@ -514,7 +524,8 @@ def test_training_on_a_full_tmpfs(tmp_path, tiny_training):
         with pytest.raises(WriteError) as ei:
             tiny_training.run(run)
         assert ei.value.errno == errno.ENOSPC
-        assert_disk_full(ei.value, str(run / "last.pt"), "the previous last.pt is unchanged")
+        assert_disk_full(ei.value)
+        assert_checkpoint_refused(str(ei.value), run)
         for name in ("best.pt", "last.pt"):
             assert load_checkpoint(run / name)["step"] == 0
         assert temp_files(run) == []
