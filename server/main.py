@@ -288,9 +288,10 @@ class App:
         times.)"""
         drawn = self._drawn = self.state
         self._dirty = False
+        self.message.clear()  # once: a later action must not wipe an earlier one's error
         try:
             for fn, value in actions:
-                self.user(fn)(value)
+                self.guard(fn)(value)
         finally:
             self._drawn = None
         if not self._dirty:
