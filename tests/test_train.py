@@ -66,6 +66,38 @@ def test_resume_is_exact(tmp_path, code_text):
     assert resumed.best_val_bpc == pytest.approx(straight.best_val_bpc, rel=1e-6)
 
 
+def test_resume_keeps_the_time_already_spent(tmp_path, code_text, monkeypatch):
+    """A checkpoint carries the elapsed time: a resume from a save between evaluations
+    continues the clock (the --max-minutes budget and log.csv's time_s), not from the last
+    evaluation's time."""
+    import interpret.train as train_mod
+
+    vocab, tr, va, mcfg = _setup(code_text)
+    cfg = TrainConfig(seq_len=16, batch_size=8, max_steps=30, eval_every=20, device="cpu")
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(train_mod.time, "time", lambda: clock["t"])
+    real_get = train_mod.StreamBatches.get
+
+    def slow_get(self, step):  # every step takes 10 s of the fake clock
+        clock["t"] += 10.0
+        return real_get(self, step)
+
+    monkeypatch.setattr(train_mod.StreamBatches, "get", slow_get)
+    train(tr, va, vocab, mcfg, cfg, tmp_path, progress=False, _stop_at=25)
+    ck = load_checkpoint(tmp_path / "last.pt")
+    spent = clock["t"] - 1000.0
+    assert ck["step"] == 25 and ck["time_s"] == pytest.approx(spent) and spent >= 250.0
+    clock["t"] += 5000.0  # the machine was off for a while: that is not training time
+    t_resume = clock["t"]
+    train(tr, va, vocab, mcfg, cfg, tmp_path, progress=False, resume=True)
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    last = dict(zip(header, rows[-1].split(","), strict=True))
+    assert int(last["step"]) == 30
+    # Before the fix the clock restarted from the step-20 evaluation's time, losing 50 s.
+    assert float(last["time_s"]) == pytest.approx(spent + clock["t"] - t_resume)
+
+
 def test_checkpoint_round_trip_and_sampling(tmp_path, code_text):
     vocab, tr, va, mcfg = _setup(code_text)
     cfg = TrainConfig(seq_len=16, batch_size=8, max_steps=20, eval_every=10, device="cpu")
