@@ -189,6 +189,22 @@ def check_store(store_path: str | Path, initial: str | None = None) -> Activatio
     return store
 
 
+def _load_app(DirectoryHandler, argv: list[str]):
+    """Bokeh parses the app with ``ast.parse``. On CPython 3.11 that races with any other
+    thread formatting a traceback (which also calls ``ast.parse``, for the ^^^ markers):
+    "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905, fixed in 3.12).
+    The race is over as soon as the other thread is done, so try again."""
+    for attempt in range(3):
+        try:
+            return DirectoryHandler(filename=str(SERVER_DIR), argv=argv)
+        except SystemError as e:
+            if "recursion depth mismatch" not in str(e) or attempt == 2:
+                raise
+            log.debug("parsing the dashboard app raced another thread (%s); retrying", e)
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
 def make_server(
     store_path: str | Path,
     *,
@@ -218,7 +234,7 @@ def make_server(
     argv = [str(store.path.resolve()), "--workers", str(workers)]
     if initial is not None:
         argv += ["--initial", initial]
-    handler = DirectoryHandler(filename=str(SERVER_DIR), argv=argv)
+    handler = _load_app(DirectoryHandler, argv)
     if handler.failed:
         raise LstmscopeError(f"the dashboard app failed to load: {handler.error}")
     app = Application(handler)
