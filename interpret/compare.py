@@ -54,7 +54,12 @@ def compare(
     *,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train each variant with the LSTM's parameter count and the same time budget."""
+    """Train each variant with the LSTM's parameter count and the same time budget.
+
+    Each variant trains in ``out/<name>`` with ``resume``: rerunning an interrupted comparison
+    finishes the variants that were cut short (their time budget carries over) and does not
+    retrain the finished ones.
+    """
     out = Path(out)
     unknown = [c for c in cells if c not in VARIANTS]
     if unknown:
@@ -67,7 +72,8 @@ def compare(
         mcfg = replace(base, cell=cell, output=output, hidden_size=hidden)
         log.info("compare: %s with hidden %d (%d parameters)", name, hidden,
                  count_parameters(CharRNN(mcfg)))  # fmt: skip
-        res = train(train_ids, val_ids, vocab, mcfg, tcfg, out / name, progress=progress)
+        res = train(train_ids, val_ids, vocab, mcfg, tcfg, out / name, progress=progress,
+                    resume=True)  # fmt: skip
         hist = pd.read_csv(out / name / "log.csv")
         curves[name] = (hist["time_s"].tolist(), hist["val_bpc"].tolist())
         rows.append({"cell": name, "hidden": hidden, "parameters": count_parameters(CharRNN(mcfg)),
