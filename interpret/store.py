@@ -492,6 +492,16 @@ class ActivationStore:
         nrn = self._neuron(neuron)
         return np.asarray(self.array(nrn.layer, nrn.kind)[:, nrn.unit], dtype=np.float32)
 
+    def show(self, neurons, start: int = 0, stop: int | None = None, **kw):
+        """In a notebook: the text coloured by ``neurons`` over ``[start, stop)`` (default 2,000
+        characters). Returns a ``NeuronView``; ``.save(path)`` writes it as standalone HTML.
+        Keywords go to ``NeuronView`` (``colormap``, ``tooltips``, ``wrap``)."""
+        from interpret.export import NeuronView  # export imports the store: import here
+
+        for nid in [neurons] if isinstance(neurons, str) else neurons:
+            self._neuron(nid)  # a wrong id fails here, with what is valid, not at display
+        return NeuronView(self, neurons, start, stop, **kw)
+
     def window(self, start: int, stop: int, neurons) -> np.ndarray:
         """float32 ``[stop - start, len(neurons)]``; ``stop`` is clipped to N like a slice."""
         start, stop = int(start), int(stop)

@@ -84,6 +84,18 @@ def test_neuron_window_and_array(store):
     assert store.window(store.n - 5, store.n + 100, "L0.h.1").shape == (5, 1)  # stop clipped
 
 
+def test_show_is_the_notebook_view(store, tmp_path):
+    from interpret.export import NeuronView
+
+    view = store.show(["L1.c.7", "L0.f.3"], 100, 400)
+    assert isinstance(view, NeuronView) and (view.start, view.stop) == (100, 400)
+    assert view._repr_html_() == NeuronView(store, ["L1.c.7", "L0.f.3"], 100, 400)._repr_html_()
+    assert store.show("L1.c.7").stop == min(store.n, 2000)
+    assert view.save(tmp_path / "v.html").read_text(encoding="utf-8").startswith("<!DOCTYPE")
+    with pytest.raises(ValueError, match=r"units 0\.\.11"):
+        store.show("L1.c.99")
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
