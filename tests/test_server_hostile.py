@@ -667,6 +667,41 @@ def test_a_flood_from_one_client_leaves_other_sessions_responsive(server, logs):
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+def test_worker_threads_never_touch_bokehs_curdoc(server, monkeypatch):
+    """Bokeh's curdoc() is one global stack; a document event raised on a worker thread pushes
+    onto it while the loop thread may be creating a session, whose app then finds another
+    tab's document ("replaced the output document", seen once under load). Results of the
+    worker pool must reach the document through the loop thread only."""
+    import threading
+
+    import bokeh.io.doc as bokeh_doc
+
+    threads: set[str] = set()
+    real = bokeh_doc.patch_curdoc
+
+    def spy(doc):
+        threads.add(threading.current_thread().name)
+        return real(doc)
+
+    monkeypatch.setattr(bokeh_doc, "patch_curdoc", spy)
+
+    async def go() -> None:
+        a = await WsClient(server.url, {"neuron": "L1.c.0,L0.h.1", "size": "4000"}).connect()
+        for u in (1, 2, 3, 4):  # neuron changes: card, contexts and ranking on the workers
+            await a.round_trip(u)
+        for j in range(10):
+            await a.send("goto", "value", str(j * 997))
+        await asyncio.sleep(1.0)
+        a.drop()
+
+    run(go())
+    assert threads, "the spy saw no document event at all"
+    workers = sorted(t for t in threads if t.startswith("lstmscope") and t != "lstmscope-server")
+    assert workers == [], f"document events raised on worker threads: {workers}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_clients_dropping_mid_update_leave_the_server_serving(server, logs):
     """Sessions that start heavy updates (8 stacked neurons over 8,000 characters, an export,
     a catastrophic find, a burst of jumps) and drop their connection at once: the server goes

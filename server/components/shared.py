@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tornado.ioloop import IOLoop
 
 from interpret.colors import Scale, scale_for
 from interpret.export import MAX_FIND_MATCHES, find_matches
@@ -322,6 +323,9 @@ class Runner:
         self.doc = doc
         self.executor = executor
         self.inline = inline or executor is None
+        # Made on the server's loop thread (sessions are created there): results go back
+        # through it. See finished() in submit.
+        self.loop = None if self.inline else IOLoop.current()
         self._tokens: dict[str, int] = {}
         self.pending = 0
 
@@ -366,11 +370,23 @@ class Runner:
             else:
                 done(f.result())
 
-        def finished(f: Future) -> None:
+        def on_loop(f: Future) -> None:
             try:
                 self.doc.add_next_tick_callback(lambda: apply(f))
             except Exception:  # the tab was closed meanwhile: nothing to update
                 log.debug("session gone before %s finished", key)
+
+        def finished(f: Future) -> None:
+            # Runs on the worker thread. Bokeh's add_next_tick_callback, though documented as
+            # safe from threads, pushes and pops Bokeh's *global* curdoc() stack; from a
+            # worker it interleaves with a session being created on the loop thread, whose
+            # app then sees another tab's document ("replaced the output document"). So hop
+            # to the loop thread first: tornado's add_callback is thread-safe and touches no
+            # Bokeh state.
+            try:
+                self.loop.add_callback(on_loop, f)
+            except RuntimeError:  # the server is shutting down
+                log.debug("server gone before %s finished", key)
 
         def start() -> None:
             if self._tokens.get(key) != token:
