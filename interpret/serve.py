@@ -167,11 +167,42 @@ class _ClosedSendsFilter(logging.Filter):
         return True
 
 
+class _DetachedSessionFilter(_ClosedSendsFilter):
+    """Messages a tab sent just before it closed can still be in Bokeh's queue when the
+    connection has already dropped its session; Bokeh then logs each as an ERROR with the
+    traceback of an ``assert self._session is not None`` in ``bokeh/server/connection.py``.
+    Nothing is wrong (the tab is gone): one WARNING line every ``every_s`` seconds, with a
+    count, instead. Any other error passes untouched."""
+
+    MESSAGE = "ignored messages from a tab that had just closed"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not (isinstance(exc, AssertionError) and _raised_in(exc, "bokeh/server/connection.py")):
+            return True
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg, record.args, record.exc_info, record.exc_text = self.MESSAGE, (), None, None
+        return super().filter(record)
+
+
+def _raised_in(exc: BaseException, path_suffix: str) -> bool:
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith(path_suffix)
+
+
 def _quiet_closed_sends() -> None:
-    """Install :class:`_ClosedSendsFilter` on Bokeh's websocket logger (once per process)."""
-    ws_log = logging.getLogger("bokeh.server.views.ws")
-    if not any(isinstance(f, _ClosedSendsFilter) for f in ws_log.filters):
-        ws_log.addFilter(_ClosedSendsFilter())
+    """Install the filters above on Bokeh's loggers (once per process)."""
+    for name, kind in (
+        ("bokeh.server.views.ws", _ClosedSendsFilter),
+        ("bokeh.server.protocol_handler", _DetachedSessionFilter),
+    ):
+        logger = logging.getLogger(name)
+        if not any(type(f) is kind for f in logger.filters):
+            logger.addFilter(kind())
 
 
 def _url(address: str, port: int) -> str:

@@ -665,6 +665,39 @@ def test_a_flood_from_one_client_leaves_other_sessions_responsive(server, logs):
     assert logs.bad() == []
 
 
+def test_messages_from_a_just_closed_tab_are_one_warning(server):
+    """Bokeh logs an ERROR with a traceback for each message still queued when a closing tab's
+    connection has dropped its session: one rate-limited WARNING instead; other errors stay."""
+    import sys
+
+    from interpret.serve import _DetachedSessionFilter
+
+    installed = logging.getLogger("bokeh.server.protocol_handler").filters
+    assert any(isinstance(f, _DetachedSessionFilter) for f in installed)
+
+    def record(exc_info) -> logging.LogRecord:
+        return logging.LogRecord("bokeh.server.protocol_handler", logging.ERROR, "p", 1,
+                                 "error handling message %r", ("m",), exc_info)  # fmt: skip
+
+    ns: dict = {}
+    exec(compile("def session():\n    assert None is not None\n",
+                 "/site/bokeh/server/connection.py", "exec"), ns)  # fmt: skip
+    try:
+        ns["session"]()
+    except AssertionError:
+        detached = sys.exc_info()
+    try:
+        raise AssertionError("a real bug")
+    except AssertionError:
+        other = sys.exc_info()
+    f = _DetachedSessionFilter(every_s=60)
+    first = record(detached)
+    assert f.filter(first) and first.levelno == logging.WARNING and first.exc_info is None
+    assert not f.filter(record(detached))  # held back, counted
+    real = record(other)
+    assert f.filter(real) and real.levelno == logging.ERROR and real.exc_info is other
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_worker_threads_never_touch_bokehs_curdoc(server, monkeypatch):
