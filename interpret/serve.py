@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from interpret import bokeh_curdoc
 from interpret.errors import LstmscopeError
 from interpret.store import ActivationStore
 
@@ -265,6 +266,7 @@ def make_server(
     argv = [str(store.path.resolve()), "--workers", str(workers)]
     if initial is not None:
         argv += ["--initial", initial]
+    bokeh_curdoc.install()  # one curdoc() per thread: see interpret/bokeh_curdoc.py
     handler = _load_app(DirectoryHandler, argv)
     if handler.failed:
         raise LstmscopeError(f"the dashboard app failed to load: {handler.error}")
