@@ -84,6 +84,9 @@ class App:
         if inline is None:
             inline = doc.session_context is None
         self.runner = Runner(doc, shared.executor, inline=inline)
+        # Queue user actions for the next tick and merge bursts (see act): on a server only;
+        # tests building the document directly see each action's result at once.
+        self.coalesce = not self.runner.inline
         self._syncing = False
         # User actions waiting for the next tick (see act), and how many a newer one replaced.
         self._pending: dict[str, tuple[Callable[[Any], None], Any]] = {}
@@ -249,7 +252,7 @@ class App:
         """
 
         def queued(value: Any = None) -> None:
-            if self.runner.inline:  # tests without a server: at once, so they see the result
+            if not self.coalesce:
                 self.user(fn)(value)
                 return
             if key in self._pending:

@@ -514,6 +514,75 @@ def test_hostile_corpus_is_only_ever_text(hostile_shared):
     assert "<script>alert" not in exported and "<img" not in exported and "&lt;" in exported
 
 
+def test_a_burst_of_user_actions_is_one_redraw(shared, monkeypatch):
+    """On a server, actions wait for the next tick and merge: a burst of a hundred spinner
+    changes is one redraw of the last, page clicks add up, a unit change, a jump and a page size
+    queued together are one redraw of all three, and after a redraw the next batch waits as long
+    as it took (at most COOLDOWN_MAX_S). Checked by hand-running the queued callbacks."""
+    from bokeh.events import ButtonClick
+
+    import server.main as main
+
+    app = page(shared, {"neuron": ["L1.c.0"], "size": ["1000"]})
+    app.coalesce = True  # as on a server
+    ticks: list = []
+    waits: list[float] = []
+    monkeypatch.setattr(app.doc, "add_next_tick_callback", lambda f: ticks.append(f))
+    monkeypatch.setattr(
+        app.doc, "add_timeout_callback", lambda f, ms: (ticks.append(f), waits.append(ms))
+    )
+    drawn: list = []
+    render = app._render
+    monkeypatch.setattr(app, "_render", lambda old, new: (drawn.append(new), render(old, new)))
+
+    clock = [1000.0]  # a redraw takes no time unless a test says so
+    monkeypatch.setattr(main.time, "monotonic", lambda: clock[0])
+
+    def run_ticks() -> None:
+        while ticks:
+            ticks.pop(0)()
+
+    H = int(app.controls.unit.high) + 1
+    for k in range(1, 101):
+        app.controls.unit.value = k % H
+    assert drawn == [] and len(ticks) == 1  # nothing drawn yet, one flush queued
+    run_ticks()
+    last = f"L1.c.{100 % H}"
+    assert [s.primary for s in drawn] == [last] and app.coalesced == 99
+    assert app.controls.neuron.value == last
+
+    drawn.clear()
+    nxt, prev = app.controls.next_page, app.controls.prev_page
+    for button in (nxt, nxt, nxt, prev):
+        button._trigger_event(ButtonClick(button))
+    run_ticks()
+    assert [s.start for s in drawn] == [2000]  # +3 -1 pages, one redraw
+
+    drawn.clear()
+    app.controls.unit.value = 7
+    app.controls.goto.value = "5,500"
+    app.controls.page_size.value = "2000"
+    assert waits == []  # the last flush took no (fake) time: no cool-down
+    run_ticks()
+    assert len(drawn) == 1
+    s = drawn[0]
+    assert (s.primary, s.size) == ("L1.c.7", 2000) and s.start <= 5500 < s.start + s.size
+
+    # A batch that took 0.3 s: the next waits 0.3 s; one that took 2 s: at most COOLDOWN_MAX_S.
+    for u, took, wait_s in ((11, 0.3, 0.3), (13, 2.0, main.COOLDOWN_MAX_S)):
+        app.controls.unit.value = u
+
+        def slow(old, new, t=took) -> None:  # a redraw that takes t seconds
+            clock[0] += t
+
+        monkeypatch.setattr(app, "_render", slow)
+        ticks.pop()()
+        app.controls.unit.value = u + 1
+        assert len(ticks) == 1 and waits[-1] == pytest.approx(wait_s * 1e3)
+        clock[0] += wait_s
+        ticks.pop()()
+
+
 def test_sessions_share_one_store_and_cache(shared):
     a, b = page(shared), page(shared)
     assert a.shared.store is b.shared.store
