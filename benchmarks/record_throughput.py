@@ -12,7 +12,9 @@ real checkpoint with --model PATH / demo), in one run:
           out, every kind stored into float16 .npy memory maps
 
 and the ratios record/bare and record/naive, bytes per character on disk and the time to open
-the store. With --rss, the peak resident memory of recording --rss-sizes characters, each in a
+the store. Also the trace alone on one thread (``record`` traces on one thread while its
+statistics take the other: this is its ceiling) and the statistics alone, compiled (the CPU
+default) and torch, in CPU microseconds per character. With --rss, the peak resident memory of recording --rss-sizes characters, each in a
 fresh subprocess (resource.getrusage), to show it does not grow with N.
 
     .venv/bin/python benchmarks/record_throughput.py
@@ -38,7 +40,7 @@ import torch
 
 from interpret.checkpoint import LoadedModel, load_model
 from interpret.model import CharRNN, ModelConfig
-from interpret.record import default_chunk_len, record
+from interpret.record import KindStats, default_chunk_len, record
 from interpret.store import ActivationStore
 from interpret.trace import Workspace, plan_streams, run_plan
 from interpret.vocab import Vocab
@@ -106,6 +108,28 @@ def trace_only(
     return clock
 
 
+def stats_only(H: int, n_arrays: int, rows: int, fused: bool) -> float:
+    """CPU microseconds per character of the per-neuron statistics alone, for all ``n_arrays``
+    arrays, on one thread: the compiled loops (``fused``, the CPU default) or the torch code."""
+    g = torch.Generator().manual_seed(0)
+    chunks = [torch.randn(rows, H, generator=g) for _ in range(4)]
+    kinds = ("h", "c", "i", "f", "g", "o")
+    stats = [KindStats(kinds[a % 6], H, "cpu", fused=fused) for a in range(n_arrays)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for st in stats:  # warm-up (and compilation)
+            st.update(chunks[0], chunks[0].half(), torch.arange(rows))
+        t0 = time.thread_time()
+        for k, v in enumerate(chunks[1:], 1):
+            v16, pos = v.half(), torch.arange(rows) + k * rows
+            for st in stats:
+                st.update(v, v16, pos)
+        return (time.thread_time() - t0) / (3 * rows) * 1e6
+    finally:
+        torch.set_num_threads(threads)
+
+
 def naive_record(loaded: LoadedModel, ids: np.ndarray, folder: Path) -> Clock:
     """The obvious recorder: one position at a time, every kind to float16 files."""
     model = loaded.model
@@ -169,6 +193,15 @@ def measure(loaded: LoadedModel, text: str, streams: int, naive_chars: int) -> d
         for method in ("kernel", "steps"):
             c = trace_only(loaded, ids, streams, chunk_len, method)
             row[f"trace {method}"] = c.n / c.wall
+        # record traces on one thread (the statistics get the other): its ceiling
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        c = trace_only(loaded, ids, streams, chunk_len, "steps")
+        torch.set_num_threads(threads)
+        row["trace steps 1 thread"] = c.n / c.wall
+    rows_per_chunk = streams * chunk_len
+    row["stats us/char"] = stats_only(H, n_arrays, rows_per_chunk, fused=True)
+    row["stats us/char torch"] = stats_only(H, n_arrays, rows_per_chunk, fused=False)
     with tempfile.TemporaryDirectory(prefix="lstmscope-bench-") as tmp:
         with Clock() as c:
             s = record(
@@ -283,9 +316,19 @@ def main(argv=None) -> None:
                 f"  steps {row['trace steps']:9,.0f}  |  /bare {row['trace kernel'] / row['bare']:.2f}"
                 f" and {row['trace steps'] / row['bare']:.2f}"
             )
+        if "trace steps 1 thread" in row:
+            print(
+                f"    trace only, steps, one thread: {row['trace steps 1 thread']:9,.0f}"
+                f"  |  /bare {row['trace steps 1 thread'] / row['bare']:.2f}"
+            )
         print(
             f"    record, calling thread's cpu only: {row['record main-thread cpu']:9,.0f} chars/s"
             f"  |  /bare cpu {row['record main-thread cpu'] / row['bare cpu']:.2f}"
+        )
+        print(
+            f"    statistics alone, one thread: compiled {row['stats us/char']:.1f} us/char,"
+            f" torch {row['stats us/char torch']:.1f} us/char"
+            f" ({row['stats us/char torch'] / row['stats us/char']:.1f}x)"
         )
     rss = []
     if args.rss or args.rss_only:

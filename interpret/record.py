@@ -159,10 +159,40 @@ class KindStats:
 
     FIELDS = ("n", "mean", "m2", "vmin", "vmax", "hist", "top_val", "top_pos", "bot_val", "bot_pos")
 
-    def __init__(self, kind: str, hidden_size: int, device, top_k: int = TOP_K, workspace=None):
+    def __init__(
+        self,
+        kind: str,
+        hidden_size: int,
+        device,
+        top_k: int = TOP_K,
+        workspace=None,
+        fused: bool | None = None,
+    ):
         self.kind, self.H, self.k = kind, hidden_size, top_k
         self.nb = len(hist_edges(kind)) - 1
         d = torch.device(device)
+        # On CPU the compiled loops of interpret.kernels; elsewhere torch (``fused=False``
+        # takes the torch code on CPU too, for tests).
+        self.fused = d.type == "cpu" if fused is None else fused
+        if self.fused:
+            if d.type != "cpu":
+                raise ValueError("the compiled statistics run on CPU only")
+            from interpret import kernels  # numba: imported when first needed (~0.3 s)
+
+            self.kernels = kernels
+            self.n = 0
+            self.mean = np.zeros(hidden_size)
+            self.m2 = np.zeros(hidden_size)
+            self.vmin = np.full(hidden_size, np.inf, dtype=np.float32)
+            self.vmax = np.full(hidden_size, -np.inf, dtype=np.float32)
+            self.hist = np.zeros(hidden_size * self.nb, dtype=np.int64)
+            self.lut_np = hist_lut(kind)
+            # Heaps, lowest ranked first (see interpret.kernels); empty slots rank lowest.
+            self.top_val = np.full((top_k, hidden_size), -np.inf, dtype=np.float32)
+            self.top_pos = np.full((top_k, hidden_size), -1, dtype=np.int64)
+            self.bot_val = np.full((top_k, hidden_size), np.inf, dtype=np.float32)
+            self.bot_pos = np.full((top_k, hidden_size), -1, dtype=np.int64)
+            return
         self.ws = workspace or Workspace(d)
         self.u16 = _u16_to_int32_works(d)
         self.lut = torch.from_numpy(hist_lut(kind).copy()).to(d)  # [65536] int32
@@ -185,6 +215,9 @@ class KindStats:
         in any row order (only the histogram reads it), ``pos`` ``[n]`` text positions of ``v``."""
         n, H = v.shape
         if n == 0:
+            return
+        if self.fused:
+            self._update_fused(v, v16, pos)
             return
         # Moments: centre on the running mean (first chunk: its first row), sum in float32,
         # merge in float64.
@@ -213,6 +246,27 @@ class KindStats:
         torch.minimum(self.vmin, torch.stack(parts_min).amin(0), out=self.vmin)
         self._merge(v, pos, gmax, True)
         self._merge(v, pos, gmin, False)
+
+    def _update_fused(self, v: torch.Tensor, v16: torch.Tensor, pos: torch.Tensor) -> None:
+        vn, pn = v.numpy(), pos.numpy()
+        n = vn.shape[0]
+        # Sums of v - shift in float64 around the running mean (the first chunk: its first
+        # row), merged with Chan et al.'s formula, as on the torch road.
+        shift = self.mean.copy() if self.n > 0 else vn[0].astype(np.float64)
+        s1, s2 = np.zeros(self.H), np.zeros(self.H)
+        self.kernels.fold_rows(
+            vn, pn, shift, s1, s2, self.vmin, self.vmax,
+            self.top_val, self.top_pos, self.bot_val, self.bot_pos,
+        )  # fmt: skip
+        cmean = shift + s1 / n
+        cm2 = np.maximum(s2 - s1 * s1 / n, 0.0)
+        tot = self.n + n
+        delta = cmean - self.mean
+        self.mean += delta * (n / tot)
+        self.m2 += cm2 + delta * delta * (self.n * n / tot)
+        self.n = tot
+        bits = v16.view(torch.int16).numpy().view(np.uint16)
+        self.kernels.count_bins(bits, self.lut_np, self.hist.reshape(self.H, self.nb))
 
     def _histogram(self, v16: torch.Tensor) -> None:
         """Count ``v16`` ``[n, H]`` into (unit, bin): the float16 bit pattern indexes a lookup
@@ -317,27 +371,43 @@ class KindStats:
         poss.copy_(allp.gather(0, mi))
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {f: getattr(self, f).cpu().numpy() for f in self.FIELDS}
+        """The running state as numpy arrays, top/bottom k best first (the checkpoint's form,
+        the same on every device)."""
+        if not self.fused:
+            return {f: getattr(self, f).cpu().numpy() for f in self.FIELDS}
+        out = {f: np.array(getattr(self, f)) for f in self.FIELDS}
+        best_first = self.kernels.best_first
+        out["top_val"], out["top_pos"] = best_first(self.top_val, self.top_pos, 1.0)
+        out["bot_val"], out["bot_pos"] = best_first(self.bot_val, self.bot_pos, -1.0)
+        return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         for f in self.FIELDS:
             cur = getattr(self, f)
-            src = torch.from_numpy(np.asarray(state[f]))
-            if tuple(src.shape) != tuple(cur.shape):
+            src = np.asarray(state[f])
+            if np.shape(src) != tuple(np.shape(cur)):
                 raise StoreError(f"checkpoint statistics '{f}' have shape {tuple(src.shape)}")
-            cur.copy_(src)
+            if self.fused:
+                setattr(self, f, src.astype(cur.dtype) if src.ndim else int(src))
+            else:
+                cur.copy_(torch.from_numpy(src))
+        if self.fused:
+            heap = self.kernels.heap_from_best_first
+            self.top_val, self.top_pos = heap(self.top_val, self.top_pos, 1.0)
+            self.bot_val, self.bot_pos = heap(self.bot_val, self.bot_pos, -1.0)
 
     def finalize(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """(npz members, histogram counts ``[H, bins]``)."""
-        n = int(self.n)
-        counts = self.hist.view(self.H, self.nb).cpu().numpy()
+        st = self.state_dict()
+        n = int(st["n"])
+        counts = st["hist"].reshape(self.H, self.nb)
 
-        def f16(t: torch.Tensor) -> np.ndarray:
-            a = t.float().cpu().numpy().astype(np.float16).astype(np.float32)
-            return np.where(np.isfinite(t.cpu().numpy()), a, np.nan).astype(np.float32)
+        def f16(a: np.ndarray) -> np.ndarray:
+            r = a.astype(np.float32).astype(np.float16).astype(np.float32)
+            return np.where(np.isfinite(a), r, np.nan).astype(np.float32)
 
-        vmin, vmax = f16(self.vmin), f16(self.vmax)
-        std = np.sqrt(np.maximum(self.m2.cpu().numpy() / max(n, 1), 0.0))
+        vmin, vmax = f16(st["vmin"]), f16(st["vmax"])
+        std = np.sqrt(np.maximum(st["m2"] / max(n, 1), 0.0))
         quant = hist_quantiles(counts, hist_edges(self.kind), QUANTILES, vmin, vmax)
         if self.kind in GATE_KINDS:
             # Edges are k/1000: bins below 100 hold exactly the values < 0.1, bins from 900 on
@@ -348,7 +418,7 @@ class KindStats:
             sat_right = counts[:, hi_bins:].sum(1) / max(n, 1)
         else:
             sat_left = sat_right = np.full(self.H, np.nan)
-        mean = self.mean.cpu().numpy()
+        mean = st["mean"]
         if n == 0:
             mean, std = np.full(self.H, np.nan), np.full(self.H, np.nan)
         out = {
@@ -361,10 +431,10 @@ class KindStats:
             "q": np.asarray(QUANTILES),
             "sat_left": np.asarray(sat_left, dtype=np.float64),
             "sat_right": np.asarray(sat_right, dtype=np.float64),
-            "top_pos": self.top_pos.t().cpu().numpy().copy(),  # [H, k]
-            "top_val": f16(self.top_val.t()),
-            "bottom_pos": self.bot_pos.t().cpu().numpy().copy(),
-            "bottom_val": f16(self.bot_val.t()),
+            "top_pos": st["top_pos"].T.copy(),  # [H, k]
+            "top_val": f16(st["top_val"].T),
+            "bottom_pos": st["bot_pos"].T.copy(),
+            "bottom_val": f16(st["bot_val"].T),
         }
         return out, counts
 
@@ -856,7 +926,9 @@ def _record_locked(
     if fresh:  # zero-filled sparse files, written chunk by chunk
         files, pred = open_arrays(create=True)
     ws = Workspace(dev)
-    stats = {key: KindStats(key[1], H, dev, workspace=ws) for key in files}
+    # The accelerator road's statistics are torch's, also when tests take it on CPU.
+    fused = dev.type == "cpu" and not accelerator_path
+    stats = {key: KindStats(key[1], H, dev, workspace=ws, fused=fused) for key in files}
     # Enough buffers for two layers' worth of kinds in flight: the writer never starves.
     pool = _HalfPool((B, T, H), dev, 2 * len(kinds) + 2)
     start_chunk, state = 0, None

@@ -167,7 +167,15 @@ def cell_point(pg, t: int) -> tuple[float, float]:
     return box["x"] + (x + GUTTER) * CELL_W, box["y"] + (y - y_top) * ROW_H
 
 
-def query(pg) -> dict[str, list[str]]:
+def query(pg, **first: str) -> dict[str, list[str]]:
+    """The address bar's query. With ``field=value``, first wait until each field's first value
+    is that: the URL follows a redraw in a message of its own, so it can lag the view a little."""
+    if first:
+        checks = " && ".join(f"p.get({k!r}) === {v!r}" for k, v in first.items())
+        pg.wait_for_function(
+            f"() => {{ const p = new URLSearchParams(location.search); return {checks}; }}",
+            timeout=TIMEOUT,
+        )
     return parse_qs(urlparse(pg.url).query)
 
 
@@ -181,7 +189,8 @@ def test_page_loads_and_colours_the_text(page, server):
     assert coloured_fraction(text_png(page)) > 0.05
     n = js(page, "m('text_source').data.cidx.length")
     assert n == 2000
-    assert query(page) == {"neuron": ["L1.c.3"], "start": ["0"]}  # the address bar says so
+    q = query(page, neuron="L1.c.3", start="0")
+    assert q == {"neuron": ["L1.c.3"], "start": ["0"]}  # the address bar says so
     page.mouse.move(*cell_point(page, 40))  # hover: the tooltip shows position and value
     tip = page.locator(".bk-tooltip-content").first
     tip.wait_for(state="visible")
@@ -204,7 +213,7 @@ def test_choosing_another_neuron_recolours_the_characters(page, server):
     )
     page.wait_for_timeout(300)
     assert text_png(page) != before_png
-    assert query(page)["neuron"] == ["L1.f.3"]
+    assert query(page, neuron="L1.f.3")["neuron"] == ["L1.f.3"]
     unit = page.locator(".ls-unit input")
     unit.fill("9")
     unit.press("Enter")
@@ -223,7 +232,7 @@ def test_a_deep_link_opens_its_neuron_and_position(page, server, dash_store_dir)
     assert js(page, "new Set(Array.from(m('text_source').data.lane)).size") == 2
     page.locator(".ls-next-page button").click()
     wait_js(page, "m('page_info').text.startsWith('characters 4,000')")
-    assert query(page)["start"] == ["4000"] and query(page)["neuron"] == ["L0.h.5", "L1.c.2"]
+    assert query(page, start="4000")["neuron"] == ["L0.h.5", "L1.c.2"]
 
 
 def test_bad_input_gives_a_message_not_a_broken_page(page, server):
@@ -251,7 +260,7 @@ def test_clicking_a_ranked_row_shows_that_neuron(page, server):
     second = js(page, "m('rank_source').data.neuron[1]")
     page.locator(".ls-rank .slick-row").nth(1).click()
     title_is(page, second)
-    assert query(page)["neuron"][0] == second and query(page)["feature"] == ["in_string"]
+    assert query(page, neuron=second)["feature"] == ["in_string"]
 
 
 def test_select_a_span_and_match(page, server, dash_store_dir):  # noqa: F811
@@ -293,7 +302,7 @@ def test_paging_and_find(page, server, dash_store_dir):  # noqa: F811
         f"return s <= {second} && {second} < s + 2000; }}",
         timeout=TIMEOUT,
     )
-    assert query(page)["find"] == ["(x"]
+    assert query(page, find="(x")["find"] == ["(x"]
     assert "#d62728" in js(page, "m('text_marks').data.color")
     page.get_by_text("regex").click()  # "(x" is no regular expression: a message, no crash
     wait_js(page, "m('message').text.includes('bad regular expression')")
@@ -356,8 +365,11 @@ def test_card_snippet_click_jumps_and_saturation_tab_fills(page, server):
     canvas = page.locator(".ls-card-contexts canvas").first.bounding_box()
     page.mouse.click(canvas["x"] + 2 + (x - fig[0]) * CELL_W, canvas["y"] + 2 + (y - fig[1]) * 17)
     wait_js(page, "m('text_marks').data.color.includes('#9400d3')")  # the target is outlined
-    start = int(query(page)["start"][0])
-    assert start <= pos < start + 2000
+    page.wait_for_function(  # the window holds the target, and the URL says so
+        f"() => {{ const s = +new URLSearchParams(location.search).get('start'); "
+        f"return s <= {pos} && {pos} < s + 2000; }}",
+        timeout=TIMEOUT,
+    )
     page.locator(".bk-tab", has_text="Gate saturation").click()
     wait_js(page, "m('saturation_L1').data.neuron.length > 0")
 

@@ -375,11 +375,12 @@ def test_subset_of_layers_and_kinds(tmp_path):
     assert st.loc["L2.z.3", "sat_left"] >= 0 and np.isnan(st.loc["L2.h.3", "sat_left"])
 
 
-def test_kind_stats_merge_equals_one_shot():
+@pytest.mark.parametrize("fused", [True, False], ids=["compiled", "torch"])
+def test_kind_stats_merge_equals_one_shot(fused):
     g = torch.Generator().manual_seed(0)
     v = torch.randn(1000, 8, generator=g) * 30 + 200  # large mean: a naive sum of squares fails
     pos = torch.arange(1000)
-    st = KindStats("c", 8, "cpu", top_k=5)
+    st = KindStats("c", 8, "cpu", top_k=5, fused=fused)
     for a in range(0, 1000, 128):
         st.update(v[a : a + 128], v[a : a + 128].half(), pos[a : a + 128])
     out, counts = st.finalize()
@@ -427,8 +428,11 @@ def test_sigkill_then_rerun_resumes(lstm, tmp_path):
     assert json.loads((tmp_path / "cut" / "meta.json").read_text())["n"] == len(text)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["compiled", "torch"])
 @pytest.mark.parametrize("data", ["ties", "drift", "gaussian"])
-def test_kind_stats_top_and_bottom_k_are_exact(data):
+def test_kind_stats_top_and_bottom_k_are_exact(data, fused):
+    """Exact top/bottom 50 in any row order and chunking. The compiled (CPU) statistics also
+    break ties by the earlier position, so a resumed run keeps the same positions."""
     g = torch.Generator().manual_seed(1)
     n, H = 6000, 7
     if data == "ties":
@@ -438,7 +442,7 @@ def test_kind_stats_top_and_bottom_k_are_exact(data):
     else:
         v = torch.randn(n, H, generator=g) * 3
     pos = torch.randperm(n, generator=g) + 10_000  # positions need not follow row order
-    st = KindStats("c", H, "cpu")
+    st = KindStats("c", H, "cpu", fused=fused)
     a = 0
     for size in [5, 700, 16, 33, 1200, 1, 800, 900, 2345]:  # under and over a group, ragged
         st.update(v[a : a + size], v[a : a + size].half(), pos[a : a + size])
@@ -453,6 +457,41 @@ def test_kind_stats_top_and_bottom_k_are_exact(data):
         rows = np.vectorize(by_pos.get)(out[key_p])  # [H, 50]
         assert np.array_equal(x[rows, np.arange(H)[:, None]], out[key_v]), key_p
         assert all(len(set(r)) == 50 for r in rows.tolist())  # no position twice
+        if fused:  # value first, then the earlier position
+            xf = v.numpy()
+            want_p = [
+                pos.numpy()[np.lexsort((pos.numpy(), sign * xf[:, j]))[:50]] for j in range(H)
+            ]
+            assert np.array_equal(out[key_p], np.array(want_p)), key_p
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["compiled", "torch"])
+def test_kind_stats_resumed_from_its_state_dict_end_the_same(fused):
+    """A checkpoint's statistics (heaps stored best first, reloaded) continue exactly as the
+    uninterrupted ones, with many ties at the k-th value (saturated gates look like this)."""
+    g = torch.Generator().manual_seed(2)
+    v = (torch.rand(3000, 5, generator=g) > 0.3).float()  # 0s and 1s only
+    pos = torch.randperm(3000, generator=g)
+    whole = KindStats("f", 5, "cpu", top_k=20, fused=fused)
+    first = KindStats("f", 5, "cpu", top_k=20, fused=fused)
+    for a in range(0, 1500, 300):
+        for st in (whole, first):
+            st.update(v[a : a + 300], v[a : a + 300].half(), pos[a : a + 300])
+    state = {f: a.copy() for f, a in first.state_dict().items()}
+    resumed = KindStats("f", 5, "cpu", top_k=20, fused=fused)
+    resumed.load_state_dict(state)
+    for a in range(1500, 3000, 300):
+        for st in (whole, resumed):
+            st.update(v[a : a + 300], v[a : a + 300].half(), pos[a : a + 300])
+    (x, cx), (y, cy) = whole.finalize(), resumed.finalize()
+    assert np.array_equal(cx, cy)
+    for key in x:
+        assert np.array_equal(x[key], y[key], equal_nan=True), key
+    if fused:  # the tied 1s: the earliest 20 positions, and likewise for the 0s
+        for j in range(5):
+            for key, val in (("top_pos", 1), ("bottom_pos", 0)):
+                want = np.sort(pos.numpy()[v.numpy()[:, j] == val])[:20]
+                assert np.array_equal(x[key][j], want), (key, j)
 
 
 def test_stream_divergence_takes_a_loaded_model_and_text(lstm):
