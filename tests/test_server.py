@@ -162,6 +162,19 @@ def test_stacked_grid_repeats_each_line_per_lane():
     assert g["i"].tolist() == [0, 1, 2, 3, 4] * 3
 
 
+def test_prediction_labels_format_every_float16_probability_as_printf_does():
+    from server.components.layout import PERCENT, percent_index, prediction_labels
+
+    p = np.arange(0, 2**16, dtype=np.uint16).view(np.float16)
+    p = p[np.isfinite(p) & ~np.signbit(p) & (p <= 1)]  # every float16 probability
+    got = [PERCENT[k] for k in percent_index(p)]
+    assert len(p) == 15361 and got == [f"{float(x):.2f}" for x in p]
+    assert PERCENT[percent_index(np.float16("-0"))] == "0.00"  # printf would say -0.00
+    assert PERCENT[percent_index(np.float16("nan"))] == "nan"
+    labels = prediction_labels(["a", "\n", " "])
+    assert labels[1 * len(PERCENT) + 42] == "↵ 0.42" and labels[2 * len(PERCENT) + 100] == "␣ 1.00"
+
+
 def test_colour_table_maps_classes_to_each_scale():
     from server.components.layout import color_index, color_table
 
@@ -193,6 +206,15 @@ def test_page_shows_a_window_coloured_by_the_neuron(shared):
     np.testing.assert_array_equal(data["value"], store.window(0, T, ["L1.c.3"])[:, 0])
     assert app.url.query == "neuron=L1.c.3&start=0"
     assert app.message.text == "" and app.controls.unit.value == 3
+    # the hover's top 5: each the character and its probability as "%.2f"
+    vocab = store.meta["vocab"]
+    show = {"\n": "↵", "\t": "⇥", " ": "␣"}
+    for t in (1, 77, T - 1):
+        want = "  ".join(
+            f"{show.get(vocab[i], vocab[i])} {float(p):.2f}"
+            for i, p in zip(store.top_ids[t], store.top_prob[t], strict=True)
+        )
+        assert app.text.chars.data["top5"][t] == want
 
 
 def test_changing_the_unit_recolours_the_text(shared):

@@ -44,6 +44,7 @@ def _cell(ch: str) -> tuple[str, int, bool]:
     return ch, 1, False
 
 
+@lru_cache(maxsize=4096)
 def describe_char(ch: str) -> str:
     """A hover label for one character: what it is, never raw control characters."""
     names = {"\n": "newline \\n", "\t": "tab \\t", " ": "space", "\r": "carriage return \\r"}
@@ -56,6 +57,25 @@ def describe_char(ch: str) -> str:
 def show_char(ch: str) -> str:
     """A vocabulary character in a short list (top-5 predictions)."""
     return {"\n": "↵", "\t": "⇥", " ": "␣"}.get(ch) or visible_text(ch)
+
+
+# A probability as "%.2f", by its rounded percent (the last: not a finite number). Rounding p * 100
+# to an integer is exact for a float16 p and rounds half to even, as "%.2f" does.
+PERCENT = [f"{k / 100:.2f}" for k in range(101)] + ["nan"]
+
+
+def prediction_labels(vocab_chars: list[str]) -> np.ndarray:
+    """``"c 0.42"`` for every vocabulary character and percent: object array, the label of
+    character ``i`` at percent ``k`` at ``i * len(PERCENT) + k`` (see :func:`percent_index`)."""
+    return np.array([f"{show_char(c)} {p}" for c in vocab_chars for p in PERCENT], dtype=object)
+
+
+def percent_index(prob: np.ndarray) -> np.ndarray:
+    """Indices into :data:`PERCENT` of probabilities ``prob`` (any shape)."""
+    pct = np.asarray(prob, dtype=np.float64) * 100
+    return np.where(np.isfinite(pct), np.clip(np.rint(pct), 0, 100), len(PERCENT) - 1).astype(
+        np.int64
+    )
 
 
 @dataclass(frozen=True)
