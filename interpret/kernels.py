@@ -8,8 +8,12 @@ less CPU per character for the 2x256 demo model, 2.8x for a 3x512 (benchmarks/
 record_throughput.py, "statistics alone"). They also release the GIL, so the statistics thread runs beside the trace instead of
 taking turns with it. On an accelerator the torch code in ``record.KindStats`` is used instead.
 
+A NaN makes the neuron's moments, min and max NaN (as on the torch road); it never enters
+the top/bottom k, which torch's ``topk`` would put first.
+
 Top/bottom k use a total order, so the kept set depends only on the values seen, not on the
-order they came in or on how a resumed run's heap is laid out: a larger value ranks higher (for
+order they came in or on how a resumed run's heap is laid out (a checkpoint written on the
+torch road brings torch's choices among ties along): a larger value ranks higher (for
 the bottom k, a smaller one), and between equal values the earlier text position ranks higher.
 Each neuron's k are kept as a binary heap whose root is the lowest-ranked entry, so a value that
 cannot enter costs one comparison and one that can costs ``log2(k)`` swaps.
@@ -76,8 +80,11 @@ def fold_rows(v, pos, shift, s1, s2, vmin, vmax, top_v, top_p, bot_v, bot_p):
                 d = np.float64(x) - shift[j]
                 s1[j] += d
                 s2[j] += d * d
-                vmin[j] = min(vmin[j], x)
-                vmax[j] = max(vmax[j], x)
+                # NaN sticks, as torch's amin/amax propagate it: the statistics show the defect
+                if x < vmin[j] or x != x:
+                    vmin[j] = x
+                if x > vmax[j] or x != x:
+                    vmax[j] = x
         for r in range(r0, r1):
             p = pos[r]
             for j in range(H):
@@ -123,6 +130,10 @@ def heap_from_best_first(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Heaps from ``[k, H]`` best-first arrays (e.g. a checkpoint's): sorted lowest ranked first,
     which is a valid heap. Sorted here again, as another device's arrays may order ties
-    differently."""
+    differently. A NaN (torch's ``topk`` keeps one) becomes an empty slot: at the root it would
+    compare false with everything and close the heap for good."""
+    vals, poss = vals.astype(np.float32), poss.astype(np.int64)
+    nan = np.isnan(vals)
+    vals[nan], poss[nan] = -sign * np.inf, -1
     v, p = best_first(vals, poss, sign)
     return np.ascontiguousarray(v[::-1]), np.ascontiguousarray(p[::-1])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -139,6 +140,18 @@ GROUP = 16  # rows per group when screening for top/bottom-k candidates
 HIST_BLOCK = 16  # units per bincount on CPU
 
 
+@functools.cache
+def _kernels():
+    """interpret.kernels, or None where numba cannot be imported (then torch folds on CPU too,
+    about 2x slower): imported when first needed, as numba takes ~0.3 s to import."""
+    try:
+        from interpret import kernels
+    except ImportError as e:
+        log.warning("numba is not available (%s): statistics with torch, about 2x slower", e)
+        return None
+    return kernels
+
+
 def _u16_to_int32_works(device) -> bool:
     try:
         x = torch.zeros(2, dtype=torch.float16, device=device)
@@ -173,12 +186,11 @@ class KindStats:
         d = torch.device(device)
         # On CPU the compiled loops of interpret.kernels; elsewhere torch (``fused=False``
         # takes the torch code on CPU too, for tests).
-        self.fused = d.type == "cpu" if fused is None else fused
+        kernels = _kernels() if d.type == "cpu" and fused is not False else None
+        if fused and kernels is None:
+            raise ValueError("the compiled statistics need numba and a CPU")
+        self.fused = kernels is not None
         if self.fused:
-            if d.type != "cpu":
-                raise ValueError("the compiled statistics run on CPU only")
-            from interpret import kernels  # numba: imported when first needed (~0.3 s)
-
             self.kernels = kernels
             self.n = 0
             self.mean = np.zeros(hidden_size)
@@ -248,8 +260,18 @@ class KindStats:
         self._merge(v, pos, gmin, False)
 
     def _update_fused(self, v: torch.Tensor, v16: torch.Tensor, pos: torch.Tensor) -> None:
+        n = v.shape[0]
+        # The compiled loops do not check bounds: a wrong shape would read past the arrays.
+        if (
+            v.shape != (n, self.H) or v16.shape != v.shape or pos.shape != (n,)
+            or v.dtype != torch.float32 or v16.dtype != torch.float16 or pos.dtype != torch.int64
+        ):  # fmt: skip
+            raise ValueError(
+                f"statistics of {tuple(v.shape)} {v.dtype} values, {tuple(v16.shape)} "
+                f"{v16.dtype} and {tuple(pos.shape)} {pos.dtype} positions: expected "
+                f"[n, {self.H}] float32, the same in float16 and [n] int64"
+            )
         vn, pn = v.numpy(), pos.numpy()
-        n = vn.shape[0]
         # Sums of v - shift in float64 around the running mean (the first chunk: its first
         # row), merged with Chan et al.'s formula, as on the torch road.
         shift = self.mean.copy() if self.n > 0 else vn[0].astype(np.float64)

@@ -57,6 +57,7 @@ CONTEXTS_DELAY_MS = 800
 CARD_TAB = 0
 # After a batch of user actions, the next waits as long as the batch took, up to this long.
 COOLDOWN_MAX_S = 0.5
+_now = time.monotonic  # the coalescing's clock (tests replace it)
 
 
 def _user_error(e: BaseException) -> str | None:
@@ -263,7 +264,7 @@ class App:
             self._pending[key] = (fn, value)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                wait_ms = (self._cool_until - time.monotonic()) * 1e3
+                wait_ms = (self._cool_until - _now()) * 1e3
                 if wait_ms >= 1:
                     self.doc.add_timeout_callback(self._flush, wait_ms)
                 else:
@@ -275,13 +276,13 @@ class App:
         """Apply the queued actions, oldest first."""
         self._flush_scheduled = False
         pending, self._pending = self._pending, {}
-        t0 = time.monotonic()
+        t0 = _now()
         if len(pending) == 1:
             [(fn, value)] = pending.values()
             self.user(fn)(value)
         else:
             self._batch(list(pending.values()))
-        t1 = time.monotonic()
+        t1 = _now()
         self._cool_until = t1 + min(t1 - t0, COOLDOWN_MAX_S)
 
     def _batch(self, actions: list[tuple[Callable[[Any], None], Any]]) -> None:

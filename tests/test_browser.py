@@ -10,6 +10,7 @@ go to ``docs/dashboard-*.png`` when ``LSTMSCOPE_SAVE_SCREENSHOTS=1``.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 from pathlib import Path
@@ -168,15 +169,18 @@ def cell_point(pg, t: int) -> tuple[float, float]:
 
 
 def query(pg, **first: str) -> dict[str, list[str]]:
-    """The address bar's query. With ``field=value``, first wait until each field's first value
-    is that: the URL follows a redraw in a message of its own, so it can lag the view a little."""
+    """The address bar's query, read from the page itself (Playwright's ``page.url`` can lag a
+    replaceState). With ``field=value``, first wait until each field's first value is that: the
+    URL follows a redraw in a message of its own, so it can lag the view a little."""
     if first:
-        checks = " && ".join(f"p.get({k!r}) === {v!r}" for k, v in first.items())
+        checks = " && ".join(
+            f"p.get({json.dumps(k)}) === {json.dumps(v)}" for k, v in first.items()
+        )
         pg.wait_for_function(
             f"() => {{ const p = new URLSearchParams(location.search); return {checks}; }}",
             timeout=TIMEOUT,
         )
-    return parse_qs(urlparse(pg.url).query)
+    return parse_qs(pg.evaluate("location.search").lstrip("?"))
 
 
 # ----------------------------------------------------------------------------------------------

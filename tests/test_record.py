@@ -19,7 +19,7 @@ from interpret.checkpoint import load_model, save_checkpoint
 from interpret.errors import StoreError
 from interpret.model import CharRNN, ModelConfig
 from interpret.record import KindStats, record
-from interpret.store import ActivationStore, hist_edges
+from interpret.store import ActivationStore, hist_edges, histogram
 from interpret.trace import trace_ids
 from interpret.vocab import Vocab
 
@@ -377,19 +377,83 @@ def test_subset_of_layers_and_kinds(tmp_path):
 
 @pytest.mark.parametrize("fused", [True, False], ids=["compiled", "torch"])
 def test_kind_stats_merge_equals_one_shot(fused):
+    """Chunks of every awkward size (one row, around the compiled loops' 256- and 1,024-row
+    blocks, ragged) give the moments, extremes, histogram and top/bottom k of all rows."""
     g = torch.Generator().manual_seed(0)
-    v = torch.randn(1000, 8, generator=g) * 30 + 200  # large mean: a naive sum of squares fails
-    pos = torch.arange(1000)
-    st = KindStats("c", 8, "cpu", top_k=5, fused=fused)
-    for a in range(0, 1000, 128):
-        st.update(v[a : a + 128], v[a : a + 128].half(), pos[a : a + 128])
+    n, H = 5000, 21  # H not a multiple of the 16-neuron histogram block
+    v = torch.randn(n, H, generator=g) * 30 + 200  # large mean: a naive sum of squares fails
+    pos = torch.arange(n)
+    st = KindStats("c", H, "cpu", top_k=5, fused=fused)
+    a = 0
+    for size in [1, 255, 256, 257, 1023, 1025, 2, 2181]:
+        st.update(v[a : a + size], v[a : a + size].half(), pos[a : a + size])
+        a += size
+    assert a == n
     out, counts = st.finalize()
     x = v.double().numpy()
     np.testing.assert_allclose(out["mean"], x.mean(0), rtol=1e-6)
     np.testing.assert_allclose(out["std"], x.std(0), rtol=1e-6)
+    x16 = v.numpy().astype(np.float16)
+    assert np.array_equal(out["min"], x16.min(0).astype(np.float32))
+    assert np.array_equal(out["max"], x16.max(0).astype(np.float32))
+    want = np.stack([histogram(x16[:, j], "c") for j in range(H)])
+    assert counts.shape == (H, len(hist_edges("c")) - 1) and np.array_equal(counts, want)
     assert np.array_equal(out["top_pos"], np.argsort(-x, 0)[:5].T)
     assert np.array_equal(out["bottom_pos"], np.argsort(x, 0)[:5].T)
-    assert counts.shape == (8, len(hist_edges("c")) - 1) and (counts.sum(1) == 1000).all()
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["compiled", "torch"])
+def test_kind_stats_show_a_nan_on_either_road(fused):
+    """A NaN (a diverged model) makes the neuron's moments, min, max and quantiles NaN on both
+    roads; the other neurons are untouched."""
+    v = torch.rand(600, 3)
+    v[100, 1] = float("nan")
+    st = KindStats("f", 3, "cpu", fused=fused)
+    for a in range(0, 600, 200):
+        st.update(v[a : a + 200], v[a : a + 200].half(), torch.arange(a, a + 200))
+    out, _ = st.finalize()
+    for key in ("mean", "std", "min", "max"):
+        assert np.isnan(out[key][1]) and np.isfinite(out[key][[0, 2]]).all(), key
+    assert np.isnan(out["quantiles"][:, 1]).all() and np.isfinite(out["quantiles"][:, 0]).all()
+
+
+def test_compiled_stats_resume_from_a_torch_checkpoint_holding_a_nan():
+    """torch's topk keeps a NaN first; resumed on the compiled road it becomes an empty slot
+    instead of closing the heap, so later values still enter."""
+    v = torch.rand(400, 2)
+    v[10, 0] = float("nan")
+    first = KindStats("f", 2, "cpu", top_k=4, fused=False)
+    first.update(v[:200], v[:200].half(), torch.arange(200))
+    assert np.isnan(first.state_dict()["top_val"][:, 0]).any()
+    resumed = KindStats("f", 2, "cpu", top_k=4, fused=True)
+    resumed.load_state_dict(first.state_dict())
+    later = torch.full((200, 2), 5.0)  # above every earlier value
+    resumed.update(later, later.half(), torch.arange(200, 400))
+    out, _ = resumed.finalize()
+    assert (out["top_val"] == 5.0).all() and (out["top_pos"] == np.arange(200, 204)).all()
+
+
+def test_without_numba_the_cpu_statistics_fall_back_to_torch(monkeypatch):
+    import interpret.record as rec
+
+    monkeypatch.setattr(rec, "_kernels", lambda: None)  # as if numba failed to import
+    assert not KindStats("h", 4, "cpu").fused
+    with pytest.raises(ValueError, match="numba"):
+        KindStats("h", 4, "cpu", fused=True)
+
+
+def test_compiled_stats_refuse_wrong_shapes():
+    """The compiled loops check no bounds: mismatched inputs are refused before they run."""
+    st = KindStats("h", 8, "cpu", fused=True)
+    v = torch.zeros(64, 8)
+    for bad in (
+        (v, v.half(), torch.arange(10)),  # too few positions
+        (torch.zeros(64, 9), torch.zeros(64, 9).half(), torch.arange(64)),  # wrong width
+        (v.double(), v.half(), torch.arange(64)),
+        (v, v.half(), torch.arange(64, dtype=torch.int32)),
+    ):
+        with pytest.raises(ValueError, match="expected"):
+            st.update(*bad)
 
 
 @pytest.mark.slow

@@ -170,9 +170,15 @@ def test_prediction_labels_format_every_float16_probability_as_printf_does():
     got = [PERCENT[k] for k in percent_index(p)]
     assert len(p) == 15361 and got == [f"{float(x):.2f}" for x in p]
     assert PERCENT[percent_index(np.float16("-0"))] == "0.00"  # printf would say -0.00
-    assert PERCENT[percent_index(np.float16("nan"))] == "nan"
-    labels = prediction_labels(["a", "\n", " "])
-    assert labels[1 * len(PERCENT) + 42] == "↵ 0.42" and labels[2 * len(PERCENT) + 100] == "␣ 1.00"
+    # a damaged store: what is no probability, or no character of the vocabulary, shows "?"
+    bad = [np.nan, np.inf, 1.5, -0.25]
+    assert [PERCENT[k] for k in percent_index(np.array(bad, dtype=np.float16))] == ["?"] * 4
+    ids = np.array([[1, 2, 0], [7, -1, 2]])
+    probs = np.array([[0.42, 1.0, 0.004], [0.5, 0.25, np.nan]], dtype=np.float16)
+    assert prediction_labels(ids, probs, ["a", "\n", " "]) == [
+        "↵ 0.42  ␣ 1.00  a 0.00",
+        "? 0.50  ? 0.25  ␣ ?",
+    ]
 
 
 def test_colour_table_maps_classes_to_each_scale():
@@ -544,8 +550,13 @@ def test_a_burst_of_user_actions_is_one_redraw(shared, monkeypatch):
     from bokeh.events import ButtonClick
 
     import server.main as main
+    from server.main import make_document
 
+    # On a server (callbacks on its loop, jobs on its pool) actions are coalesced; built
+    # directly, as these tests do, each applies at once.
+    assert make_document(Document(), shared, args={}, inline=False).coalesce
     app = page(shared, {"neuron": ["L1.c.0"], "size": ["1000"]})
+    assert not app.coalesce
     app.coalesce = True  # as on a server
     ticks: list = []
     waits: list[float] = []
@@ -558,7 +569,7 @@ def test_a_burst_of_user_actions_is_one_redraw(shared, monkeypatch):
     monkeypatch.setattr(app, "_render", lambda old, new: (drawn.append(new), render(old, new)))
 
     clock = [1000.0]  # a redraw takes no time unless a test says so
-    monkeypatch.setattr(main.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(main, "_now", lambda: clock[0])
 
     def run_ticks() -> None:
         while ticks:

@@ -28,8 +28,6 @@ from interpret.features import compute as compute_features
 from interpret.names import GATE_KINDS, parse_neuron
 from interpret.store import ActivationStore
 
-from .layout import prediction_labels
-
 log = logging.getLogger(__name__)
 
 SHARED_ATTR = "lstmscope_shared"  # the attribute app_hooks sets on Bokeh's server context
@@ -110,7 +108,6 @@ class Shared:
         for arr in (store.loss, store.top_ids, store.top_prob, store.cold):
             _ = arr.shape
         self.vocab_chars: list[str] = list(store.meta["vocab"])
-        self.prediction_labels = prediction_labels(self.vocab_chars)  # tooltips' top 5
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lstmscope")
         # Work that follows every neuron change (the card's sampled contexts: a pass over the
         # whole column) gets one thread of its own, so however many tabs click through neurons

@@ -33,7 +33,6 @@ from interpret.colors import Scale
 from interpret.names import KIND_NAMES, parse_neuron
 
 from .layout import (
-    PERCENT,
     WRAP,
     CharCells,
     ColorTable,
@@ -44,7 +43,7 @@ from .layout import (
     feature_scale,
     grid,
     lanes_per_line,
-    percent_index,
+    prediction_labels,
 )
 from .shared import Shared
 from .state import ViewState
@@ -277,12 +276,9 @@ class TextView:
             f"{p:,}" + (" (warm-up)" if c else "")
             for p, c in zip(range(start, stop), cold.tolist(), strict=True)
         ]
-        ids = np.asarray(store.top_ids[start:stop], dtype=np.int64)  # [n, 5]
-        # Labels from the table of (character, rounded percent) strings: formatting 5
-        # probabilities per character took ~25 ms of an 8,000-character page turn.
-        pct = percent_index(store.top_prob[start:stop])
-        labels = self.shared.prediction_labels[ids * len(PERCENT) + pct]
-        top5 = ["  ".join(row) for row in labels.tolist()]
+        top5 = prediction_labels(
+            store.top_ids[start:stop], store.top_prob[start:stop], self.shared.vocab_chars
+        )
         loss = np.asarray(store.loss[start:stop], dtype=np.float32)
         return {"ch": [describe_char(c) for c in text], "pos": pos, "loss": loss, "top5": top5}
 
