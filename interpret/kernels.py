@@ -3,18 +3,19 @@
 ``record`` folds every activation into its neuron's moments, extremes, histogram and top/bottom
 k. With torch on CPU that is about ten passes over each chunk, each with a temporary; here it is
 two loops compiled to machine code (one over blocks of rows for everything but the histogram,
-one over blocks of rows and neurons for the histogram, whose counts then stay in cache): 2.4x
-less CPU per character for the 2x256 demo model, 2.8x for a 3x512 (benchmarks/
-record_throughput.py, "statistics alone"). They also release the GIL, so the statistics thread runs beside the trace instead of
-taking turns with it. On an accelerator the torch code in ``record.KindStats`` is used instead.
+one over blocks of rows and neurons for the histogram, whose counts then stay in cache): 2 to
+2.8x less CPU per character for the 2x256 demo model and a 3x512 (benchmarks/
+record_throughput.py, "statistics alone"). They also release the GIL, so the statistics thread
+runs beside the trace instead of taking turns with it. On an accelerator the torch code in
+``record.KindStats`` is used instead.
 
-A NaN makes the neuron's moments, min and max NaN (as on the torch road); it never enters
-the top/bottom k, which torch's ``topk`` would put first.
+A NaN makes the neuron's moments, min and max NaN (as on the torch road); it never enters the
+top/bottom k, which torch's ``topk`` would put first.
 
 Top/bottom k use a total order, so the kept set depends only on the values seen, not on the
 order they came in or on how a resumed run's heap is laid out (a checkpoint written on the
-torch road brings torch's choices among ties along): a larger value ranks higher (for
-the bottom k, a smaller one), and between equal values the earlier text position ranks higher.
+torch road brings torch's choices among ties along): a larger value ranks higher (for the
+bottom k, a smaller one), and between equal values the earlier text position ranks higher.
 Each neuron's k are kept as a binary heap whose root is the lowest-ranked entry, so a value that
 cannot enter costs one comparison and one that can costs ``log2(k)`` swaps.
 """
