@@ -77,22 +77,23 @@ def hostile_store_dir(tmp_path_factory) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shared(dash_store_dir):
+def open_shared(store_dir: Path):
+    """A fixture body: the server's Shared over the store at ``store_dir``, closed after."""
     from server.components.shared import Shared
 
-    s = Shared(ActivationStore.open(dash_store_dir), workers=1)
+    s = Shared(ActivationStore.open(store_dir), workers=1)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def shared(dash_store_dir):
+    yield from open_shared(dash_store_dir)
 
 
 @pytest.fixture(scope="module")
 def hostile_shared(hostile_store_dir):
-    from server.components.shared import Shared
-
-    s = Shared(ActivationStore.open(hostile_store_dir), workers=1)
-    yield s
-    s.close()
+    yield from open_shared(hostile_store_dir)
 
 
 def page(shared, args: dict | None = None):

@@ -45,6 +45,7 @@ from tests.test_server import (  # noqa: F401 (fixtures)
     build_store,
     dash_store_dir,
     hostile_store_dir,
+    open_shared,
     page,
     synthetic_text,
 )
@@ -112,20 +113,12 @@ def redos_store_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def shared(dash_store_dir):  # noqa: F811
-    from server.components.shared import Shared
-
-    s = Shared(ActivationStore.open(dash_store_dir), workers=1)
-    yield s
-    s.close()
+    yield from open_shared(dash_store_dir)
 
 
 @pytest.fixture(scope="module")
 def redos_shared(redos_store_dir):
-    from server.components.shared import Shared
-
-    s = Shared(ActivationStore.open(redos_store_dir), workers=1)
-    yield s
-    s.close()
+    yield from open_shared(redos_store_dir)
 
 
 class Records(logging.Handler):
