@@ -14,8 +14,9 @@ real checkpoint with --model PATH / demo), in one run:
 and the ratios record/bare and record/naive, bytes per character on disk and the time to open
 the store. Also the trace alone on one thread (``record`` traces on one thread while its
 statistics take the other: this is its ceiling) and the statistics alone, compiled (the CPU
-default) and torch, in CPU microseconds per character. With --rss, the peak resident memory of recording --rss-sizes characters, each in a
-fresh subprocess (resource.getrusage), to show it does not grow with N.
+default) and torch, in CPU microseconds per character. With --rss, the peak resident memory of
+recording --rss-sizes characters, each in a fresh subprocess (resource.getrusage), to show it
+does not grow with N.
 
     .venv/bin/python benchmarks/record_throughput.py
     .venv/bin/python benchmarks/record_throughput.py --model demo --chars 200000 --rss
@@ -27,6 +28,7 @@ on the machine and on what else runs on it: the load average is printed alongsid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -115,9 +117,7 @@ def stats_only(H: int, n_arrays: int, rows: int, fused: bool) -> float:
     chunks = [torch.randn(rows, H, generator=g) for _ in range(4)]
     kinds = ("h", "c", "i", "f", "g", "o")
     stats = [KindStats(kinds[a % 6], H, "cpu", fused=fused) for a in range(n_arrays)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for st in stats:  # warm-up (and compilation)
             st.update(chunks[0], chunks[0].half(), torch.arange(rows))
         t0 = time.thread_time()
@@ -126,8 +126,17 @@ def stats_only(H: int, n_arrays: int, rows: int, fused: bool) -> float:
             for st in stats:
                 st.update(v, v16, pos)
         return (time.thread_time() - t0) / (3 * rows) * 1e6
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` for the block, then put back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def naive_record(loaded: LoadedModel, ids: np.ndarray, folder: Path) -> Clock:
@@ -194,10 +203,8 @@ def measure(loaded: LoadedModel, text: str, streams: int, naive_chars: int) -> d
             c = trace_only(loaded, ids, streams, chunk_len, method)
             row[f"trace {method}"] = c.n / c.wall
         # record traces on one thread (the statistics get the other): its ceiling
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        c = trace_only(loaded, ids, streams, chunk_len, "steps")
-        torch.set_num_threads(threads)
+        with torch_threads(1):
+            c = trace_only(loaded, ids, streams, chunk_len, "steps")
         row["trace steps 1 thread"] = c.n / c.wall
     rows_per_chunk = streams * chunk_len
     row["stats us/char"] = stats_only(H, n_arrays, rows_per_chunk, fused=True)

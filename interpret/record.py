@@ -237,13 +237,7 @@ class KindStats:
         d = torch.sub(v, shift, out=self.ws.get("d", (n, H), torch.float32))
         s1 = d.sum(0).double()
         s2 = d.mul_(d).sum(0).double()
-        cmean = shift.double() + s1 / n
-        cm2 = (s2 - s1 * s1 / n).clamp_(min=0)
-        n_a = self.n.double()
-        tot = n_a + n
-        delta = cmean - self.mean
-        self.mean += delta * (n / tot)
-        self.m2 += cm2 + delta * delta * (n_a * n / tot)
+        self._merge_moments(n, shift.double(), s1, s2, self.n.double())
         self.n += n
         self._histogram(v16)
 
@@ -258,6 +252,17 @@ class KindStats:
         torch.minimum(self.vmin, torch.stack(parts_min).amin(0), out=self.vmin)
         self._merge(v, pos, gmax, True)
         self._merge(v, pos, gmin, False)
+
+    def _merge_moments(self, n: int, shift, s1, s2, n_a) -> None:
+        """Fold a chunk of ``n`` rows into the running mean and m2 (in place; torch tensors or
+        numpy arrays alike), from the chunk's float64 sums ``s1``/``s2`` of ``v - shift`` and
+        its square, ``n_a`` rows seen before: Chan et al.'s parallel formula."""
+        cmean = shift + s1 / n
+        cm2 = (s2 - s1 * s1 / n).clip(min=0)
+        tot = n_a + n
+        delta = cmean - self.mean
+        self.mean += delta * (n / tot)
+        self.m2 += cm2 + delta * delta * (n_a * n / tot)
 
     def _update_fused(self, v: torch.Tensor, v16: torch.Tensor, pos: torch.Tensor) -> None:
         n = v.shape[0]
@@ -280,13 +285,8 @@ class KindStats:
             vn, pn, shift, s1, s2, self.vmin, self.vmax,
             self.top_val, self.top_pos, self.bot_val, self.bot_pos,
         )  # fmt: skip
-        cmean = shift + s1 / n
-        cm2 = np.maximum(s2 - s1 * s1 / n, 0.0)
-        tot = self.n + n
-        delta = cmean - self.mean
-        self.mean += delta * (n / tot)
-        self.m2 += cm2 + delta * delta * (self.n * n / tot)
-        self.n = tot
+        self._merge_moments(n, shift, s1, s2, self.n)
+        self.n += n
         bits = v16.view(torch.int16).numpy().view(np.uint16)
         self.kernels.count_bins(bits, self.lut_np, self.hist.reshape(self.H, self.nb))
 
