@@ -21,10 +21,10 @@ def one_thread():
     """One torch thread for the test, restored after. Small tensors: one thread avoids OpenMP
     wake-up costs that dominate on a busy 2-core box, and recordings are bit-reproducible.
     Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    from tests.fixtures import torch_threads
+
+    with torch_threads(1):
+        yield
 
 
 CODE_SNIPPET = '''def greet(name, times=2):

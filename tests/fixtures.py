@@ -68,7 +68,8 @@ RECIPE = Recipe()
 
 
 @contextlib.contextmanager
-def _threads(n: int):
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` for the block, then put back."""
     old = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -108,7 +109,7 @@ def build_synthetic_model(run_dir: Path, r: Recipe = RECIPE) -> SyntheticModel:
         eval_every=r.steps, warmup_steps=20, eval_chars=r.val_chars, device="cpu", seed=r.seed,
     )  # fmt: skip
     t0 = time.perf_counter()
-    with _threads(r.threads):
+    with torch_threads(r.threads):
         train(vocab.encode(train_text), vocab.encode(val_text), vocab, mcfg, tcfg, run_dir,
               progress=False)  # fmt: skip
     seconds = time.perf_counter() - t0
@@ -120,7 +121,7 @@ def build_synthetic_store(model: SyntheticModel, path: Path) -> SyntheticStore:
     """Record ``model`` over the held-out synthetic text into ``path``."""
     r = model.recipe
     held_out = generate(r.store_chars, seed=103)
-    with _threads(r.threads):
+    with torch_threads(r.threads):
         record(model.loaded, held_out.text, path, streams=r.streams, warmup=r.warmup,
                progress=False)  # fmt: skip
     return SyntheticStore(ActivationStore.open(path), held_out.labels, held_out.text, Path(path))
