@@ -147,17 +147,22 @@ class App:
         self._sampled: str | None = None  # the neuron whose sampled contexts the card shows
         self._wire()
 
-        nid, why = shared.initial_neuron()
+        nid, why, best_for = shared.initial_choice()
         default = ViewState(neurons=(nid,))
         request_args = args
         if request_args is None and doc.session_context is not None:
             request = getattr(doc.session_context, "request", None)
             request_args = getattr(request, "arguments", None) or {}
         state, problems = parse_query(request_args or {}, default, self.n, shared.check_neuron)
-        self.pinned = list(state.neurons[1:])
-        self.state = state
         chosen = state.primary == nid and not (request_args or {}).get("neuron")
         self.intro = f"Opened on {nid}: {why}." if chosen else ""
+        if chosen and best_for and not (request_args or {}).get("feature"):
+            # Opened on the best cell for a feature: show that feature's track and ranking, the
+            # evidence for the choice (issue 12.6).
+            state = state.with_(feature=best_for)
+            self.intro = f"Opened on {nid}: {why}; the Ranking tab lists every neuron for it."
+        self.pinned = list(state.neurons[1:])
+        self.state = state
         self._render(None, state)
         if problems:
             self.message.show("\n".join(problems), "warn")

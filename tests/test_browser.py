@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -260,11 +261,63 @@ def test_clicking_a_ranked_row_shows_that_neuron(page, server):
     open_page(page, server.url + "?neuron=L1.c.3")
     page.locator(".bk-tab", has_text="Ranking").click()
     page.locator(".ls-feature select").select_option("in_string")
-    wait_js(page, "m('rank_source').data.neuron.length > 1")
-    second = js(page, "m('rank_source').data.neuron[1]")
+    wait_js(page, "m('rank_table').source.data.neuron.length > 1")
+    second = js(page, "m('rank_table').source.data.neuron[1]")
     page.locator(".ls-rank .slick-row").nth(1).click()
     title_is(page, second)
     assert query(page, neuron=second)["feature"] == ["in_string"]
+
+
+RANK_ROWS = """(rows) => rows
+  .sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top))
+  .map((r) => [...r.querySelectorAll('.slick-cell')].map((c) => c.innerText.trim()))"""
+
+
+def rank_rows_on_screen(pg) -> list[list[str]]:
+    """The ranking table's rows as drawn (slick-grid's DOM inside Bokeh's shadow roots, which
+    Playwright's locators pierce), top to bottom, as cell texts."""
+    return pg.locator(".ls-rank .slick-row").evaluate_all(RANK_ROWS)
+
+
+def wait_rank_rows(pg, first: list[str]) -> list[list[str]]:
+    """The rows on screen once their first cells read ``first`` (the redraw is asynchronous);
+    what is on screen at the time limit otherwise, for the assertion to show."""
+    deadline = time.monotonic() + TIMEOUT / 1000
+    while True:
+        rows = rank_rows_on_screen(pg)
+        if [r[0] for r in rows[: len(first)]] == first or time.monotonic() > deadline:
+            return rows
+        pg.wait_for_timeout(100)
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        ("depth_paren", "in_comment", "column", "indent", "in_url"),
+        ("in_string", "column", "in_comment", "depth_paren", "in_string"),
+    ],
+)
+def test_ranking_rows_follow_each_chosen_feature(page, server, dash_store_dir, features):  # noqa: F811
+    """Issue 12.1: the table drew the previous feature's rows under the new headers. Rank
+    several features in a row, binary and graded, and compare the rows on screen (the DOM the
+    user reads) with ``rank_feature`` for each; then click a row and get that neuron."""
+    from interpret.analysis.rank import rank_feature
+
+    store = ActivationStore.open(dash_store_dir)
+    open_page(page, server.url + "?neuron=L1.c.3")
+    page.locator(".bk-tab", has_text="Ranking").click()
+    for feat in features:
+        page.locator(".ls-feature select").select_option(feat)
+        expect = rank_feature(store, feat).head(8)
+        want = expect["neuron"].tolist()
+        rows = wait_rank_rows(page, want)[:8]
+        assert [r[0] for r in rows] == want, feat
+        for r, (_, e) in zip(rows, expect.iterrows(), strict=True):
+            assert float(r[1]) == pytest.approx(float(e["score"]), abs=6e-4), (feat, r)
+        assert feat in js(page, "m('rank_title').text")
+    second = rank_rows_on_screen(page)[1][0]
+    page.locator(".ls-rank .slick-row").nth(1).click()
+    title_is(page, second)
 
 
 def test_select_a_span_and_match(page, server, dash_store_dir):  # noqa: F811
@@ -412,7 +465,7 @@ def test_screenshots_of_the_main_views(browser, synthetic_store):
         pg.locator(".bk-tab", has_text="Neuron card").scroll_into_view_if_needed()
         shot("card", full=True)
         pg.locator(".bk-tab", has_text="Ranking").click()
-        wait_js(pg, "m('rank_source').data.neuron.length > 1")
+        wait_js(pg, "m('rank_table').source.data.neuron.length > 1")
         shot("ranking", full=True)
         pg.locator(".bk-tab", has_text="Gate saturation").click()
         wait_js(pg, "m('saturation_L1').data.neuron.length > 0")

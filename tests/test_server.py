@@ -761,5 +761,13 @@ def test_opens_on_the_best_url_cell_of_a_trained_model(synthetic_store):
         app = page(shared)
         assert app.state.primary == nid and app.message.text.startswith(f"Opened on {nid}")
         assert stand_in in shared.stats.index
+        # Issue 12.6: it opens with that feature chosen, and the ranking shows it on top.
+        assert app.state.feature == "in_url" and app.controls.feature.value == "in_url"
+        assert "Ranking tab" in app.message.text
+        app.tabs.active = 1
+        assert app.rank.source.data["neuron"][0] == nid and "in_url" in app.rank.title.text
+        # A link that names a neuron, or a feature, keeps what it names.
+        assert page(shared, {"neuron": [nid]}).state.feature is None
+        assert page(shared, {"feature": ["in_string"]}).state.feature == "in_string"
     finally:
         shared.close()

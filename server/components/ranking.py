@@ -1,39 +1,59 @@
-"""Neurons ranked against a feature (``interpret.analysis.rank``); click a row to show it."""
+"""Neurons ranked against a feature (``interpret.analysis.rank``); click a row to show it.
+
+Each ranking gets a **new** ``ColumnDataSource`` (and, when the feature's kind changes, new
+columns). BokehJS's DataTable redraws its rows only when its CDS view's indices change or the
+table model itself changes: replacing ``source.data`` by as many rows as before (200 ranked
+neurons, feature after feature) leaves the previous feature's rows on screen under the new
+headers (issue 12.1). A new source is a change of the table model, which always re-renders it
+from the data it now holds.
+"""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, DataTable, Div, NumberFormatter, TableColumn
+from bokeh.models import (
+    ColumnDataSource,
+    DataTable,
+    Div,
+    NumberFormatter,
+    StringFormatter,
+    TableColumn,
+)
 
 from .state import chosen_row
 
 SHOWN = 200  # rows in the table: the ranking's head is what anyone reads
 
+# (field in the table, column of rank's frame, title, width); missing columns are left out.
+BINARY_FIELDS = (
+    ("ap", "ap", "AP", 62),
+    ("auroc", "auroc", "AUROC", 62),
+    ("f1", "f1", "F1*", 52),
+    ("iou", "iou", "IoU*", 52),
+)
+GRADED_FIELDS = (("r", "r", "r", 62),)
+
+
+def _exact_mark(v) -> str:
+    """✓ for a row recomputed exactly from the stored column, ≈ for the fast screen's value."""
+    return "✓" if bool(v) else "≈"
+
 
 class RankTable:
     def __init__(self, on_pick: Callable[[str], None]) -> None:
         self.on_pick = on_pick
-        self.source = ColumnDataSource(
-            {"neuron": [], "score": [], "a": [], "b": [], "sign": []}, name="rank_source"
-        )
-        num = NumberFormatter(format="0.000")
-        self.col_a = TableColumn(field="a", title="AP", formatter=num, width=70)
-        self.col_b = TableColumn(field="b", title="AUROC", formatter=num, width=70)
+        self._kind: str | None = None
+        self.source = self._new_source({"neuron": [], "score": [], "sign": []})
         self.table = DataTable(
             reorderable=False,  # needs jquery-ui, which Bokeh does not ship
             source=self.source,
-            columns=[
-                TableColumn(field="neuron", title="neuron", width=100),
-                TableColumn(field="score", title="score", formatter=num, width=70),
-                TableColumn(field="sign", title="sign", width=40),
-                self.col_a,
-                self.col_b,
-            ],
-            width=460,
+            columns=self._columns(None, []),
+            width=560,
             height=420,
             index_position=None,
             selectable=True,
@@ -42,44 +62,125 @@ class RankTable:
             css_classes=["ls-rank"],
         )
         self.title = Div(text="", width=900, name="rank_title")
-        self.source.selected.on_change("indices", self._on_select)
-        self.root = column(self.title, self.table, name="ranking")
+        self.legend = Div(text="", width=900, name="rank_legend", styles={"font-size": "12px"})
+        self.root = column(self.title, self.table, self.legend, name="ranking")
 
+    # -- building blocks ----------------------------------------------------------------------
+    def _new_source(self, data: dict) -> ColumnDataSource:
+        # Unnamed: the client keeps replaced sources, so a name would no longer be unique; scripts
+        # reach the rows through the table (``rank_table``).
+        src = ColumnDataSource(data)
+        # Bound to this source: a click that reaches a replaced table names its own rows.
+        src.selected.on_change("indices", lambda attr, old, new: self._on_select(src, new))
+        return src
+
+    @staticmethod
+    def _columns(kind: str | None, fields) -> list[TableColumn]:
+        num = NumberFormatter(format="0.000")
+        cols = [
+            # The neuron id alone in its own cell: what a user copies and what tests read.
+            TableColumn(field="neuron", title="neuron", width=96, formatter=StringFormatter()),
+            TableColumn(
+                field="score",
+                title="AP" if kind == "binary" else "|r|" if kind else "score",
+                formatter=num,
+                width=62,
+            ),
+            TableColumn(field="sign", title="sign", width=36),
+        ]
+        cols += [
+            TableColumn(field=f, title=t, formatter=num, width=w)
+            for f, _, t, w in fields
+            if f != "ap"  # AP is the score column of a binary ranking
+        ]
+        if kind == "binary":
+            cols.append(TableColumn(field="exact", title="exact", width=40))
+        cols.append(TableColumn(field="drift", title="drift", width=40))
+        return cols
+
+    def _show(self, kind: str | None, fields, data: dict) -> None:
+        """Put ``data`` on screen: the columns first (when the kind changed), then a new source,
+        so that the last change the client applies is one that redraws every row."""
+        if kind != self._kind:
+            self.table.columns = self._columns(kind, fields)
+            self._kind = kind
+        self.source = self._new_source(data)
+        self.table.source = self.source
+
+    # -- states -----------------------------------------------------------------------------
     def prompt(self) -> None:
         self.title.text = "Choose a feature (left) to rank every neuron against it."
-        self.source.data = {k: [] for k in self.source.data}
+        self.legend.text = ""
+        self._show(self._kind, [], {k: [] for k in self.source.data})
 
     def loading(self, feature: str) -> None:
         self.title.text = f"<i>ranking neurons against <b>{html.escape(feature)}</b>…</i>"
 
     def failed(self, text: str) -> None:
         self.title.text = f"<span style='color:#a00'>{html.escape(text)}</span>"
-        self.source.data = {k: [] for k in self.source.data}
+        self.legend.text = ""
+        self._show(self._kind, [], {k: [] for k in self.source.data})
 
-    def update(self, feature: str, df: pd.DataFrame) -> None:
+    def update(
+        self, feature: str, df: pd.DataFrame, drifting: frozenset[str] = frozenset()
+    ) -> None:
+        """Show the head of ``df`` (``rank_feature``'s frame, best first) in its order.
+
+        ``drifting``: neurons whose value trends with the position in the recording stream
+        (counters): their scores depend on where recording started, so the row says so.
+        """
         head = df.head(SHOWN)
-        binary = "ap" in head.columns
-        a, b = ("ap", "auroc") if binary else ("r", "abs_r")
-        self.col_a.title, self.col_b.title = ("AP", "AUROC") if binary else ("r", "|r|")
-        sign = head["sign"] if "sign" in head.columns else [""] * len(head)
-        self.source.selected.indices = []
-        self.source.data = {
+        kind = str(df.attrs.get("feature_kind") or ("binary" if "ap" in df.columns else "graded"))
+        fields = [f for f in (BINARY_FIELDS if kind == "binary" else GRADED_FIELDS) if f[1] in head]
+        n = len(head)
+        data: dict[str, list | np.ndarray] = {
             "neuron": head["neuron"].astype(str).tolist(),
             "score": head["score"].astype(float).to_numpy(),
-            "a": head[a].astype(float).to_numpy()
-            if a in head.columns
-            else [float("nan")] * len(head),
-            "b": head[b].astype(float).to_numpy()
-            if b in head.columns
-            else [float("nan")] * len(head),
-            "sign": ["+" if float(s) > 0 else "−" if float(s) < 0 else "" for s in sign],
+            "sign": ["+" if float(s) > 0 else "−" if float(s) < 0 else "" for s in head["sign"]]
+            if "sign" in head
+            else [""] * n,
         }
+        for f, col, _, _ in fields:
+            data[f] = head[col].astype(float).to_numpy()
+        if kind == "binary":
+            data["exact"] = (
+                [_exact_mark(v) for v in head["exact"]] if "exact" in head else ["≈"] * n
+            )
+        data["drift"] = ["⚠" if nid in drifting else "" for nid in data["neuron"]]
+        self._show(kind, fields, data)
         self.title.text = (
             f"Neurons ranked against <b>{html.escape(feature)}</b> (best first, top "
-            f"{len(head)} of {len(df)}) · click a row to show it"
+            f"{n} of {len(df)}) · click a row to show it"
         )
+        self.legend.text = self._legend(kind, df, head, drifting)
 
-    def _on_select(self, attr, old, new) -> None:
-        k = chosen_row(new, len(self.source.data["neuron"]))
+    @staticmethod
+    def _legend(kind: str, df: pd.DataFrame, head: pd.DataFrame, drifting) -> str:
+        parts = []
+        if kind == "binary":
+            prev = df.attrs.get("prevalence")
+            chance = f" (a random ranking scores {prev:.3f})" if prev is not None else ""
+            parts.append(
+                f"score = AP, average precision of the neuron as a detector{chance}; "
+                "F1*, IoU* at the neuron's best threshold"
+            )
+            if "exact" in head:
+                n_exact = int(np.asarray(head["exact"], dtype=bool).sum())
+                parts.append(
+                    f"exact ✓: computed from the stored column ({n_exact} rows); ≈: the fast "
+                    "histogram screen that ordered all neurons"
+                )
+        else:
+            parts.append("score = |r|, Pearson's correlation with the feature; sign is r's")
+        if any(nid in drifting for nid in head["neuron"].astype(str)):
+            parts.append(
+                "drift ⚠: the value trends with the position in the recording stream (a "
+                "counter): its score depends on where recording started (--streams, --warmup)"
+            )
+        return " · ".join(html.escape(p) for p in parts)
+
+    def _on_select(self, src: ColumnDataSource, new) -> None:
+        names = src.data["neuron"]
+        k = chosen_row(new, len(names))
         if k is not None:
-            self.on_pick(self.source.data["neuron"][k])
+            self.on_pick(names[k])

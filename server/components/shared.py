@@ -121,10 +121,11 @@ class Shared:
         self._saturation = Memo(1)
         self._find = Memo(64)
         self._initial_lock = threading.Lock()
-        self._initial: tuple[str, str] | None = None
+        # (neuron, why, the feature it was chosen for or None)
+        self._initial: tuple[str, str, str | None] | None = None
         if initial is not None:
             nid = self.check_neuron(initial)
-            self._initial = (nid, "given on the command line")
+            self._initial = (nid, "given on the command line", None)
         if background and self._initial is None:
             self.executor.submit(self._compute_initial)
 
@@ -161,10 +162,16 @@ class Shared:
     def initial_neuron(self) -> tuple[str, str]:
         """``(neuron, why)`` to open on: the one given, else the best cell the analysis found
         for a URL or bracket feature (once it is ready; until then a cheap stand-in)."""
+        return self.initial_choice()[:2]
+
+    def initial_choice(self) -> tuple[str, str, str | None]:
+        """``(neuron, why, feature)``: :meth:`initial_neuron` and the feature it is best for
+        (None when it was not chosen for a feature), so a page opens with that feature's track
+        and ranking, which show why."""
         with self._initial_lock:
             if self._initial is not None:
                 return self._initial
-        return self.fallback_neuron(), "widest spread in the last layer"
+        return self.fallback_neuron(), "widest spread in the last layer", None
 
     def _compute_initial(self) -> tuple[str, str]:
         t0 = time.perf_counter()
@@ -181,8 +188,9 @@ class Shared:
         log.info("initial neuron %s (%s) in %.1f s", *chosen, time.perf_counter() - t0)
         return chosen
 
-    def best_for_features(self, names) -> tuple[str, str] | None:
-        """The top-ranked neuron for the first of ``names`` present in the text, or None."""
+    def best_for_features(self, names) -> tuple[str, str, str] | None:
+        """``(neuron, why, feature)``: the top-ranked neuron for the first of ``names`` present
+        in the text, or None."""
         if analysis("rank") is None:
             return None
         for name in names:
@@ -191,7 +199,9 @@ class Shared:
             ranked = self.rank(name)
             if len(ranked):
                 top = ranked.iloc[0]
-                return str(top["neuron"]), f"best for {name} (score {float(top['score']):.3g})"
+                what = "AP" if ranked.attrs.get("feature_kind") == "binary" else "|r|"
+                why = f"best for {name} ({what} {float(top['score']):.3g})"
+                return str(top["neuron"]), why, name
         return None
 
     # -- cached library calls ---------------------------------------------------------------
