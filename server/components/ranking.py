@@ -1,11 +1,7 @@
 """Neurons ranked against a feature (``interpret.analysis.rank``); click a row to show it.
 
-Each ranking gets a **new** ``ColumnDataSource`` (and, when the feature's kind changes, new
-columns). BokehJS's DataTable redraws its rows only when its CDS view's indices change or the
-table model itself changes: replacing ``source.data`` by as many rows as before (200 ranked
-neurons, feature after feature) leaves the previous feature's rows on screen under the new
-headers (issue 12.1). A new source is a change of the table model, which always re-renders it
-from the data it now holds.
+Each ranking replaces the table's rows as a whole (:class:`.tables.Rows`: a new source, so the
+browser redraws them; see there) and, when the feature's kind changes, its columns.
 """
 
 from __future__ import annotations
@@ -16,16 +12,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 from bokeh.layouts import column
-from bokeh.models import (
-    ColumnDataSource,
-    DataTable,
-    Div,
-    NumberFormatter,
-    StringFormatter,
-    TableColumn,
-)
+from bokeh.models import DataTable, Div, NumberFormatter, StringFormatter, TableColumn
 
-from .state import chosen_row
+from .tables import Rows
 
 SHOWN = 200  # rows in the table: the ranking's head is what anyone reads
 
@@ -48,10 +37,8 @@ class RankTable:
     def __init__(self, on_pick: Callable[[str], None]) -> None:
         self.on_pick = on_pick
         self._kind: str | None = None
-        self.source = self._new_source({"neuron": [], "score": [], "sign": []})
         self.table = DataTable(
             reorderable=False,  # needs jquery-ui, which Bokeh does not ship
-            source=self.source,
             columns=self._columns(None, []),
             width=560,
             height=420,
@@ -61,19 +48,16 @@ class RankTable:
             name="rank_table",
             css_classes=["ls-rank"],
         )
+        self.rows = Rows(
+            self.table,
+            {"neuron": [], "score": [], "sign": []},
+            lambda k, data: self.on_pick(data["neuron"][k]),
+        )
         self.title = Div(text="", width=900, name="rank_title")
         self.legend = Div(text="", width=900, name="rank_legend", styles={"font-size": "12px"})
         self.root = column(self.title, self.table, self.legend, name="ranking")
 
     # -- building blocks ----------------------------------------------------------------------
-    def _new_source(self, data: dict) -> ColumnDataSource:
-        # Unnamed: the client keeps replaced sources, so a name would no longer be unique; scripts
-        # reach the rows through the table (``rank_table``).
-        src = ColumnDataSource(data)
-        # Bound to this source: a click that reaches a replaced table names its own rows.
-        src.selected.on_change("indices", lambda attr, old, new: self._on_select(src, new))
-        return src
-
     @staticmethod
     def _columns(kind: str | None, fields) -> list[TableColumn]:
         num = NumberFormatter(format="0.000")
@@ -104,8 +88,12 @@ class RankTable:
         if kind != self._kind:
             self.table.columns = self._columns(kind, fields)
             self._kind = kind
-        self.source = self._new_source(data)
-        self.table.source = self.source
+        self.rows.set(data)
+
+    @property
+    def source(self):
+        """The rows on screen now (a new source for each ranking)."""
+        return self.rows.source
 
     # -- states -----------------------------------------------------------------------------
     def prompt(self) -> None:
@@ -178,9 +166,3 @@ class RankTable:
                 "counter): its score depends on where recording started (--streams, --warmup)"
             )
         return " · ".join(html.escape(p) for p in parts)
-
-    def _on_select(self, src: ColumnDataSource, new) -> None:
-        names = src.data["neuron"]
-        k = chosen_row(new, len(names))
-        if k is not None:
-            self.on_pick(names[k])

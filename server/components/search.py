@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import pandas as pd
 from bokeh.layouts import column, row
-from bokeh.models import Button, ColumnDataSource, DataTable, Div, NumberFormatter, TableColumn
+from bokeh.models import Button, DataTable, Div, NumberFormatter, TableColumn
 
 from interpret.export import visible_text
 
-from .state import chosen_row
+from .tables import Rows
 
 SNIPPET = 60  # characters of each match shown in the table
 TOP_NEURONS = 5  # the neurons whose pattern is matched
@@ -47,12 +47,8 @@ class SelectMatch:
         )
         self.stack.on_click(self._stack)
         num = NumberFormatter(format="0.000")
-        self.neurons = ColumnDataSource(
-            {"neuron": [], "score": [], "inside": [], "outside": []}, name="select_neurons"
-        )
         self.neuron_table = DataTable(
             reorderable=False,  # needs jquery-ui, which Bokeh does not ship
-            source=self.neurons,
             columns=[
                 TableColumn(field="neuron", title="neuron", width=90),
                 TableColumn(field="score", title="score", formatter=num, width=60),
@@ -62,12 +58,8 @@ class SelectMatch:
             width=320, height=330, index_position=None, name="select_table",
             css_classes=["ls-select"],
         )  # fmt: skip
-        self.matches = ColumnDataSource(
-            {"start": [], "stop": [], "overlap": [], "score": [], "text": []}, name="match_spans"
-        )
         self.match_table = DataTable(
             reorderable=False,  # needs jquery-ui, which Bokeh does not ship
-            source=self.matches,
             columns=[
                 TableColumn(field="start", title="start", width=70),
                 TableColumn(field="stop", title="stop", width=70),
@@ -81,8 +73,17 @@ class SelectMatch:
         self.status = Div(
             text="", width=900, name="select_status", css_classes=["ls-select-status"]
         )
-        self.neurons.selected.on_change("indices", self._pick)
-        self.matches.selected.on_change("indices", self._jump)
+        # Rows replaced as a whole: the browser redraws a table only then (see .tables).
+        self.neuron_rows = Rows(
+            self.neuron_table,
+            {"neuron": [], "score": [], "inside": [], "outside": []},
+            lambda k, data: self.on_pick(data["neuron"][k]),
+        )
+        self.match_rows = Rows(
+            self.match_table,
+            {"start": [], "stop": [], "overlap": [], "score": [], "text": []},
+            lambda k, data: self.on_jump(int(data["start"][k]), int(data["stop"][k])),
+        )
         self.root = column(
             self.info,
             row(self.run, self.stack),
@@ -113,13 +114,14 @@ class SelectMatch:
         self.status.text = f"<span style='color:#a00'>{html.escape(text)}</span>"
 
     def show_neurons(self, df: pd.DataFrame) -> None:
-        self.neurons.selected.indices = []
-        self.neurons.data = {
-            "neuron": df["neuron"].astype(str).tolist(),
-            "score": df["score"].astype(float).to_numpy(),
-            "inside": df["frac_on_inside"].astype(float).to_numpy(),
-            "outside": df["frac_on_outside"].astype(float).to_numpy(),
-        }
+        self.neuron_rows.set(
+            {
+                "neuron": df["neuron"].astype(str).tolist(),
+                "score": df["score"].astype(float).to_numpy(),
+                "inside": df["frac_on_inside"].astype(float).to_numpy(),
+                "outside": df["frac_on_outside"].astype(float).to_numpy(),
+            }
+        )
         self.stack.disabled = not len(df)
         passing = int(df["passes"].sum()) if "passes" in df.columns else len(df)
         self._found = (
@@ -142,31 +144,32 @@ class SelectMatch:
         return chosen
 
     def show_matches(self, df: pd.DataFrame, text: str) -> None:
-        self.matches.selected.indices = []
         starts = df["start"].astype(int).tolist()
         stops = df["stop"].astype(int).tolist()
         snippets = [
             visible_text(text[a : min(b, a + SNIPPET)]).replace("\n", "↵")
             for a, b in zip(starts, stops, strict=True)
         ]
-        self.matches.data = {
-            "start": starts,
-            "stop": stops,
-            "overlap": df["overlap"].astype(float).to_numpy(),
-            "score": df["score"].astype(float).to_numpy(),
-            "text": snippets,
-        }
+        self.match_rows.set(
+            {
+                "start": starts,
+                "stop": stops,
+                "overlap": df["overlap"].astype(float).to_numpy(),
+                "score": df["score"].astype(float).to_numpy(),
+                "text": snippets,
+            }
+        )
         self.status.text = f"{self._found} · {len(df)} other places where they match"
 
-    def _pick(self, attr, old, new) -> None:
-        k = chosen_row(new, len(self.neurons.data["neuron"]))
-        if k is not None:
-            self.on_pick(self.neurons.data["neuron"][k])
+    @property
+    def neurons(self):
+        """The neuron rows on screen now (a new source each time)."""
+        return self.neuron_rows.source
 
-    def _jump(self, attr, old, new) -> None:
-        i = chosen_row(new, len(self.matches.data["start"]))
-        if i is not None:
-            self.on_jump(int(self.matches.data["start"][i]), int(self.matches.data["stop"][i]))
+    @property
+    def matches(self):
+        """The match rows on screen now (a new source each time)."""
+        return self.match_rows.source
 
     def _stack(self) -> None:
         self.on_stack(self.top_neurons())
