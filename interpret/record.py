@@ -1,10 +1,11 @@
 """Record every activation of a model over a text into an activation store (see store.py).
 
 One pass over the text: ``trace.run_plan`` drives the model over ``B`` streams in chunks of ``T``
-positions; each layer's kinds are rounded to float16, folded into per-neuron statistics on the
-device (moments, min/max, histograms, top/bottom positions) and handed to a writer thread that
-``pwrite``s them into ``.npy`` files created with ``numpy.lib.format.open_memmap``. On CPU the
-rounding, statistics and predictions run in a second thread that reads the trace's buffers in
+positions; each layer's kinds are coded in the store's 16-bit block encoding (one block per
+stream and chunk, ``interpret.encoding``; compiled on CPU), folded into per-neuron statistics on
+the device (moments, min/max, histograms, top/bottom positions) and handed to a writer thread
+that ``pwrite``s them into ``.npy`` files created with ``numpy.lib.format.open_memmap``. On CPU
+the coding, statistics and predictions run in a second thread that reads the trace's buffers in
 place while the main thread traces on (``_StatsWorker``, ``_LendingWorkspace``). Writing with
 ``pwrite`` rather than through the memory map keeps the process's resident memory flat (mapped
 pages that were written count as resident until unmapped) and measured 2-4x faster here.
@@ -39,15 +40,18 @@ import torch
 
 from interpret import __version__
 from interpret.checkpoint import LoadedModel
+from interpret.encoding import CODE_DTYPE, PARAM_DTYPE, block_layout, encode_torch
 from interpret.errors import LstmscopeError, StoreError, WriteError
 from interpret.io import atomic_open, atomic_write_bytes, atomic_write_text, make_dir
 from interpret.lock import folder_lock, remove_stale_temps, temp_owner
 from interpret.names import GATE_KINDS
 from interpret.store import (
+    BLOCKS,
     DTYPE,
     F16_MAX,
     FORMAT,
     QUANTILES,
+    RUNS,
     SAT_HIGH,
     SAT_LOW,
     TOP_K,
@@ -58,8 +62,10 @@ from interpret.store import (
     hist_path,
     hist_quantiles,
     npy_header,
+    param_path,
     stats_path,
 )
+from interpret.streams import choose_streams
 from interpret.trace import (
     StreamPlan,
     Workspace,
@@ -81,6 +87,8 @@ STORE_FILES = (
     "text.txt",
     "ids.npy",
     "cold.npy",
+    RUNS,
+    BLOCKS,
     "documents.npy",
     "acts",
     "stats",
@@ -116,12 +124,15 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
-def estimate_bytes(n: int, n_arrays: int, hidden_size: int, hist_bins: int = 0) -> int:
-    """Peak disk use: activations, ids, cold, predictions, text; and per array the statistics
-    with their histogram, twice (the progress checkpoint holds a copy while they are written),
-    which is what dominates a small store."""
+def estimate_bytes(
+    n: int, n_arrays: int, hidden_size: int, hist_bins: int = 0, blocks: int = 0
+) -> int:
+    """Peak disk use: activations (codes, and a centre and scale per block and unit), ids, cold,
+    predictions, text; and per array the statistics with their histogram, twice (the progress
+    checkpoint holds a copy while they are written), which is what dominates a small store."""
     per_char = n_arrays * hidden_size * 2 + 4 + 1 + 4 + 5 * 4 + 5 * 2 + 4
-    return n * per_char + 2 * n_arrays * hidden_size * (hist_bins + 4 * TOP_K + 16) * 8
+    scales = n_arrays * blocks * hidden_size * 2 * PARAM_DTYPE.itemsize
+    return n * per_char + scales + 2 * n_arrays * hidden_size * (hist_bins + 4 * TOP_K + 16) * 8
 
 
 def _size(n: float) -> str:
@@ -616,10 +627,11 @@ class _LendingWorkspace:
             self.cond.notify_all()
 
 
-class _HalfPool:
-    """Reusable ``[B, T, H]`` buffers (float16 by default): taken by one thread, freed by another."""
+class _BufferPool:
+    """Reusable ``[B, T, H]`` buffers (the codes being written): taken by one thread, freed by
+    another."""
 
-    def __init__(self, shape: tuple[int, ...], device, size: int, dtype=torch.float16):
+    def __init__(self, shape: tuple[int, ...], device, size: int, dtype=torch.int16):
         self.free: queue.Queue = queue.Queue()
         for _ in range(size):
             self.free.put(torch.empty(shape, dtype=dtype, device=device))
@@ -739,8 +751,8 @@ def record(
     out: str | Path,
     *,
     documents: Sequence[tuple[int, int]] | None = None,
-    streams: int = DEFAULT_STREAMS,
-    warmup: int = DEFAULT_WARMUP,
+    streams: int | None = None,
+    warmup: int | None = None,
     kinds: Sequence[str] | None = None,
     layers: Sequence[int] | None = None,
     device: str | torch.device | None = None,
@@ -755,7 +767,9 @@ def record(
 
     ``streams`` contiguous parts of the text are read in parallel, each from a zero state (and
     the state is reset at every document start); the first ``warmup`` characters of each are
-    marked cold and left out of the statistics. ``streams=1`` is the exact single pass.
+    marked cold and left out of the statistics. ``streams=1`` is the exact single pass. Not
+    given, both are chosen from the text; at least half of the positions must stay warm
+    (:func:`interpret.streams.choose_streams`).
     ``kinds``/``layers`` default to all. ``device`` defaults to where the model is.
 
     Rerunning with the same inputs resumes an interrupted recording, or returns at once when the
@@ -773,16 +787,13 @@ def record(
     n = len(text)
     if n == 0:
         raise StoreError("nothing to record: the text is empty")
-    if streams < 1:
-        raise StoreError("--streams must be at least 1")
-    if warmup < 0:
-        raise StoreError("--warmup must be at least 0")
     try:
         layers, kinds = check_selection(model, layers, kinds)
     except ValueError as e:
         raise StoreError(str(e)) from None
     H = cfg.hidden_size
     docs = _normalize_documents(documents, n)
+    streams, warmup = choose_streams(n, streams, warmup, None if docs is None else docs.tolist())
     chunk_len = chunk_len or default_chunk_len(streams, H, len(kinds))
     plan = plan_streams(n, streams, chunk_len, warmup, None if docs is None else docs.tolist())
     th = text_sha256(text)
@@ -882,12 +893,16 @@ def _record_locked(
     n, H, B, T = plan.n, loaded.config.hidden_size, plan.streams, plan.chunk_len
     vocab = loaded.vocab
     ckpt = _load_checkpoint(root, job) if (root / "record.json").is_file() else None
+    # One block of the encoding per stream and chunk: its centre and scale go to row
+    # block_of[k, b] of each .scale.npy, in text order.
+    block_starts, block_of = block_layout(plan.start, plan.length, n)
+    n_blocks = len(block_starts) - 1
 
-    def open_arrays(create: bool) -> tuple[dict, dict]:
-        files = {
-            (li, kind): _NpyFile(act_path(root, li, kind), np.float16, (n, H), create)
-            for li in layers
-            for kind in kinds
+    def open_arrays(create: bool) -> tuple[dict, dict, dict]:
+        keys = [(li, kind) for li in layers for kind in kinds]
+        files = {k: _NpyFile(act_path(root, *k), CODE_DTYPE, (n, H), create) for k in keys}
+        scales = {
+            k: _NpyFile(param_path(root, *k), PARAM_DTYPE, (n_blocks, 2, H), create) for k in keys
         }
         # No character precedes a run's start: its loss is NaN.
         pred = {
@@ -895,18 +910,18 @@ def _record_locked(
             "top_ids": _NpyFile(root / "pred/top_ids.npy", np.int32, (n, 5), create),
             "top_prob": _NpyFile(root / "pred/top_prob.npy", np.float16, (n, 5), create),
         }
-        return files, pred
+        return files, scales, pred
 
     if ckpt is not None:
         try:
-            files, pred = open_arrays(create=False)
+            files, scales, pred = open_arrays(create=False)
         except StoreError as e:
             log.warning("cannot resume (%s); starting over", e)
             ckpt = None
     fresh = ckpt is None
     if fresh:
         need = estimate_bytes(
-            n, len(layers) * len(kinds), H, max(len(hist_edges(k)) for k in kinds)
+            n, len(layers) * len(kinds), H, max(len(hist_edges(k)) for k in kinds), n_blocks
         )
         free = shutil.disk_usage(root).free
         if need > free:
@@ -936,23 +951,24 @@ def _record_locked(
     if fresh or not (root / "ids.npy").is_file():
         ids = vocab.encode(text).astype(np.int32)
         atomic_write_bytes(root / "text.txt", text.encode("utf-8", errors="surrogatepass"))
-        with atomic_open(root / "ids.npy") as f:
-            np.save(f, ids)
-        with atomic_open(root / "cold.npy") as f:
-            np.save(f, cold)
+        # ids.npy last: a resume that finds it skips this whole group.
+        small = {"cold.npy": cold, RUNS: plan.runs, BLOCKS: block_starts, "ids.npy": ids}
         if docs is not None:
-            with atomic_open(root / "documents.npy") as f:
-                np.save(f, docs)
+            small = {"documents.npy": docs, **small}
+        for name, arr in small.items():
+            with atomic_open(root / name) as f:
+                np.save(f, arr)
     else:
         ids = np.load(root / "ids.npy")
     if fresh:  # zero-filled sparse files, written chunk by chunk
-        files, pred = open_arrays(create=True)
+        files, scales, pred = open_arrays(create=True)
     ws = Workspace(dev)
     # The accelerator road's statistics are torch's, also when tests take it on CPU.
     fused = dev.type == "cpu" and not accelerator_path
     stats = {key: KindStats(key[1], H, dev, workspace=ws, fused=fused) for key in files}
+    kernels = _kernels() if fused else None  # the compiled encoder, or encode_torch
     # Enough buffers for two layers' worth of kinds in flight: the writer never starves.
-    pool = _HalfPool((B, T, H), dev, 2 * len(kinds) + 2)
+    pool = _BufferPool((B, T, H), dev, 2 * len(kinds) + 2)
     start_chunk, state = 0, None
     if not fresh:
         start_chunk = int(ckpt["next_chunk"])
@@ -1003,7 +1019,7 @@ def _record_locked(
                 payload[f"L{li}.{kind}.{f}"] = a.copy()
 
         def commit() -> None:
-            for f in (*files.values(), *pred.values()):
+            for f in (*files.values(), *scales.values(), *pred.values()):
                 try:
                     f.sync()
                 except OSError as e:  # a disk that fills while flushing: name the file
@@ -1024,10 +1040,9 @@ def _record_locked(
         warm = (ar_t < length) & (ar_t + offset >= plan.warmup)  # [T, B]
         pos = (start + ar_t).view(-1)  # [T*B], t-major like the acts
         if bool(warm.all()):
-            sel_tb = sel_bt = None
+            sel_tb = None
         else:
             sel_tb = warm.view(-1).nonzero().view(-1)
-            sel_bt = warm.t().reshape(-1).nonzero().view(-1)
             pos = pos.index_select(0, sel_tb)
         spans = {}
         for key, f in (*files.items(), *pred.items()):
@@ -1036,34 +1051,52 @@ def _record_locked(
                 for b in range(B)
                 if plan.length[k, b] > 0
             ]
-        chunk_ctx.update(k=k, sel_tb=sel_tb, sel_bt=sel_bt, pos=pos, spans=spans)
+        # Each real (chunk, stream) row is one block: one row of every .scale.npy.
+        sf = next(iter(scales.values()))
+        spans["scale"] = [
+            (b, sf.offset + int(block_of[k, b]) * sf.row_bytes, 1)
+            for b in range(B)
+            if plan.length[k, b] > 0
+        ]
+        chunk_ctx.update(k=k, sel_tb=sel_tb, pos=pos, spans=spans)
 
     def fold(li: int, kind: str, v: torch.Tensor, ctx: dict) -> None:
-        """Round ``v`` ``[T, B, H]`` to float16, fold it into the statistics, queue the write."""
-        sel_tb, sel_bt, pos = ctx["sel_tb"], ctx["sel_bt"], ctx["pos"]
-        # One pass: round to float16 and reorder to [B, T, H] so each row is one write.
-        v16 = pool.take()
-        v16.transpose(0, 1).copy_(v)
-        if kind == "c":  # the only unbounded kind: keep it inside float16's range
+        """Code ``v`` ``[T, B, H]`` for the store (one block per stream, in the [B, T, H] order
+        of the file so each row is one write), fold it into the statistics, queue the writes."""
+        sel_tb, pos, k = ctx["sel_tb"], ctx["pos"], ctx["k"]
+        codes = pool.take()
+        # Moments and top/bottom k are of the float32 values; histograms count the stored
+        # values (rounded to float16 for the grid), so a reader's histogram of any rows is
+        # exactly a part of them (rank subtracts one from the other).
+        v16 = ws.get("v16", (T, B, H), torch.float16)
+        if kernels is not None:
+            params = np.empty((B, 2, H), dtype=PARAM_DTYPE)
+            dec = ws.get("dec", (T, B, H), torch.float32)
+            kernels.encode_chunk(v.numpy(), plan.length[k], codes.numpy(), params, dec.numpy())
+            v16.copy_(dec)  # clamped to float16's range already
+        else:
+            params, dec = encode_torch(v, plan.length[k], codes)
+            v16.copy_(dec).clamp_(-F16_MAX, F16_MAX)
+        if kind == "c":  # the only unbounded kind: its statistics stay inside float16's range
             lo, hi = torch.aminmax(v)
             if float(hi) > F16_MAX or float(lo) < -F16_MAX:
-                v16.clamp_(-F16_MAX, F16_MAX)
                 v = v.clamp(-F16_MAX, F16_MAX)
         v2 = v.reshape(T * B, H)
-        h2 = v16.view(B * T, H)
+        h2 = v16.view(T * B, H)
         if sel_tb is not None:
             n_sel = sel_tb.numel()
             v2 = torch.index_select(v2, 0, sel_tb, out=ws.get("vsel", (n_sel, H), v2.dtype))
-            h2 = torch.index_select(h2, 0, sel_bt, out=ws.get("hsel", (n_sel, H), h2.dtype))
+            h2 = torch.index_select(h2, 0, sel_tb, out=ws.get("hsel", (n_sel, H), h2.dtype))
         stats[(li, kind)].update(v2, h2, pos)
+        writer.write(scales[(li, kind)], params.reshape(B, 1, 2 * H), ctx["spans"]["scale"])
         if dev.type == "cpu":
             writer.write(
-                files[(li, kind)], v16.numpy(), ctx["spans"][(li, kind)],
-                lambda buf=v16: pool.give(buf),
+                files[(li, kind)], codes.numpy(), ctx["spans"][(li, kind)],
+                lambda buf=codes: pool.give(buf),
             )  # fmt: skip
         else:
-            host = v16.cpu().numpy()
-            pool.give(v16)
+            host = codes.cpu().numpy()
+            pool.give(codes)
             writer.write(files[(li, kind)], host, ctx["spans"][(li, kind)])
 
     def on_layer(k: int, li: int, acts: dict[str, torch.Tensor]) -> None:
@@ -1151,7 +1184,7 @@ def _record_locked(
         torch.set_num_threads(threads_before)
         if writer is not None:
             writer.close()
-        for f in (*files.values(), *pred.values()):
+        for f in (*files.values(), *scales.values(), *pred.values()):
             f.close()
     rec_s = time.perf_counter() - t_rec
 
@@ -1183,6 +1216,7 @@ def _record_locked(
         "unknown_chars": unknown,
         "documents": None if docs is None else len(docs),
         "runs": len(plan.runs),
+        "blocks": n_blocks,
         "stats": {
             "top_k": TOP_K,
             "quantiles": list(QUANTILES),

@@ -6,24 +6,25 @@
       meta.json                 written last, atomically: without it the store is incomplete
       text.txt                  UTF-8, exactly what was recorded (N = len(text) characters)
       ids.npy                   int32 [N]       vocabulary ids (0 = a character unseen in training)
-      cold.npy                  bool  [N]       the first `warmup` positions of every stream
+      cold.npy                  bool  [N]       the first `warmup` positions of every run
+      runs.npy                  int64 [R, 2]    (start, stop) of the runs, each read from a zero state
+      blocks.npy                int64 [K + 1]   first position of each block of the encoding, then N
       documents.npy             int64 [D, 2]    (start, stop) of each document, when given
-      acts/L{layer}.{kind}.npy  float16 [N, H]  time-major, one file per layer and kind
+      acts/L{layer}.{kind}.npy        int16 [N, H]       codes, time-major, one file per layer and kind
+      acts/L{layer}.{kind}.scale.npy  float32 [K, 2, H]  per block and unit: centre, scale
       stats/L{layer}.{kind}.npz       per-neuron moments, quantiles, top/bottom positions
       stats/L{layer}.{kind}.hist.npy  int64 [H, bins] histogram counts (edges: hist_edges(kind))
       pred/loss.npy             float32 [N]     bits, -log2 p(text[t] | text[:t]); NaN at run starts
       pred/top_ids.npy          int32 [N, 5]    the model's top 5 for the character AFTER t
       pred/top_prob.npy         float16 [N, 5]
 
-Histograms use one fixed grid per kind, the same for every neuron, so counts of any subset of
-rows (the rows where a feature is on) can be binned identically and subtracted from the whole
-column's counts, e.g. for an AUROC. A bin is a half-open range ``[e_k, e_{k+1})`` of float16
-values (the last bin is closed). Gates ``i f o r z``: 1000 bins on [0, 1], so the saturation
-thresholds 0.1 and 0.9 fall on bin edges. ``h g n``: 1024 bins on [-1, 1]. The cell state ``c``
-is unbounded (trained models reach the hundreds, most values stay near 0): its bins follow the
-float16 number line itself, 32 per octave (the sign, the exponent and the top 5 mantissa bits),
-from -65504 to 65504, i.e. 2% relative resolution at every magnitude, no first pass, no
-re-binning, and exact for the stored float16 values.
+Activations are stored in a 16-bit block code (``interpret.encoding``: each block of positions
+coded per unit relative to its own range, within 1e-4 of the unit's range over the store where
+float16 lost 5e-4 on counter cells); ``array``, ``neuron`` and ``window`` return float32 whatever
+the encoding. Format 1 stores (``acts/L*.npy`` float16, no ``runs.npy``, ``blocks.npy`` or
+``.scale.npy``) still open and read the same way.
+
+The histogram grid of the statistics is in ``interpret.histograms``.
 """
 
 from __future__ import annotations
@@ -32,25 +33,34 @@ import json
 import logging
 import os
 import zipfile
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from interpret.encoding import CODE_DTYPE, PARAM_DTYPE, BlockCodedArray, DecodedArray, Float16Array
 from interpret.errors import StoreError
-from interpret.names import GATE_KINDS, KINDS, Neuron, parse_neuron
+from interpret.histograms import (  # noqa: F401  (re-exported: part of the store's format)
+    F16_MAX,
+    bin_index,
+    hist_edges,
+    hist_family,
+    hist_lut,
+    hist_quantiles,
+    histogram,
+)
+from interpret.names import KINDS, Neuron, check_neuron
 from interpret.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
 FORMAT = "lstmscope-store"
-VERSION = 1
-DTYPE = "float16"
+VERSION = 2  # what record writes
+DTYPES = {1: "float16", 2: "q16"}  # meta.json "dtype" of each format version this one reads
+DTYPE = DTYPES[VERSION]
 TOP_K = 50  # top and bottom positions kept per neuron
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 QUANTILE_NAMES = tuple(f"q{round(q * 100):02d}" for q in QUANTILES)
 SAT_LOW, SAT_HIGH = 0.1, 0.9  # a gate value below/above counts as saturated (Karpathy et al.)
-F16_MAX = 65504.0
 INCOMPLETE = (
     "incomplete store: recording was interrupted; rerun the same `lstmscope record` command "
     "to resume"
@@ -66,8 +76,15 @@ DAMAGED = (
 # Layout
 
 
+RUNS, BLOCKS = "runs.npy", "blocks.npy"  # format 2
+
+
 def act_path(root: Path, layer: int, kind: str) -> Path:
     return Path(root) / "acts" / f"L{layer}.{kind}.npy"
+
+
+def param_path(root: Path, layer: int, kind: str) -> Path:
+    return Path(root) / "acts" / f"L{layer}.{kind}.scale.npy"
 
 
 def stats_path(root: Path, layer: int, kind: str) -> Path:
@@ -83,93 +100,6 @@ PRED_FILES = {  # name -> (dtype, trailing shape)
     "pred/top_ids.npy": ("int32", (5,)),
     "pred/top_prob.npy": ("float16", (5,)),
 }
-
-# ----------------------------------------------------------------------------------------------
-# Histogram grids
-
-
-def hist_family(kind: str) -> str:
-    if kind in GATE_KINDS:
-        return "gate"
-    if kind == "c":
-        return "f16"
-    return "tanh"
-
-
-def _f16_key_value(keys: np.ndarray) -> np.ndarray:
-    """The float16 value with order key ``keys`` (key order = numeric order, -0 folded to +0)."""
-    keys = np.asarray(keys, dtype=np.int64)
-    pos = keys >= 0x8000
-    bits = np.where(pos, keys - 0x8000, 0x8000 - keys).astype(np.uint16)
-    mag = bits.view(np.float16).astype(np.float64)
-    return np.where(pos, mag, -mag)
-
-
-@cache
-def hist_edges(kind: str) -> np.ndarray:
-    """Bin edges ``[bins + 1]`` float64 for a kind (see the module docstring)."""
-    fam = hist_family(kind)
-    if fam == "gate":
-        edges = np.arange(1001, dtype=np.float64) / 1000.0
-    elif fam == "tanh":
-        edges = np.arange(-512, 513, dtype=np.float64) / 512.0
-    else:
-        # Keys 1056 .. 64480 step 32: every 32 consecutive float16 values (same sign and
-        # exponent, same top 5 mantissa bits) form one bin. The outer edges are the float16 range.
-        keys = np.arange(33 * 32, 2016 * 32, 32)
-        edges = np.concatenate([[-F16_MAX], _f16_key_value(keys), [F16_MAX]])
-    edges.setflags(write=False)
-    return edges
-
-
-@cache
-def hist_lut(kind: str) -> np.ndarray:
-    """``[65536]`` int32: the bin of each float16 bit pattern (as uint16) for this kind."""
-    values = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
-    edges = hist_edges(kind)
-    lut = np.searchsorted(edges, values, side="right") - 1
-    lut = np.clip(lut, 0, len(edges) - 2).astype(np.int32)  # NaN, inf and 1.0 -> end bins
-    lut.setflags(write=False)
-    return lut
-
-
-def bin_index(values, kind: str) -> np.ndarray:
-    """Bins of ``values`` (rounded to float16 first, as the store holds them), same grid as stats."""
-    v16 = np.asarray(values, dtype=np.float16)
-    return hist_lut(kind)[v16.view(np.uint16)]
-
-
-def histogram(values, kind: str) -> np.ndarray:
-    """Counts ``[bins]`` of a 1-D array of one neuron's values, on the store's grid."""
-    return np.bincount(bin_index(np.ravel(values), kind), minlength=len(hist_edges(kind)) - 1)
-
-
-def hist_quantiles(
-    counts: np.ndarray, edges: np.ndarray, qs, vmin: np.ndarray, vmax: np.ndarray
-) -> np.ndarray:
-    """Quantiles ``[len(qs), H]`` from counts ``[H, bins]``, linear within a bin.
-
-    A bin's range is narrowed to the neuron's exact min and max, so a quantile never falls
-    outside the data and one-bin distributions come out exact.
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    H, nb = counts.shape
-    total = counts.sum(axis=1)  # [H]
-    cum = np.cumsum(counts, axis=1)  # [H, nb]
-    out = np.full((len(qs), H), np.nan)
-    rows = np.arange(H)
-    for qi, q in enumerate(qs):
-        target = q * total  # [H]
-        j = np.minimum((cum < target[:, None]).sum(axis=1), nb - 1)  # first bin reaching target
-        before = np.where(j > 0, cum[rows, np.maximum(j - 1, 0)], 0.0)
-        inside = counts[rows, j]
-        frac = np.where(inside > 0, (target - before) / np.where(inside > 0, inside, 1), 0.0)
-        lo = np.maximum(edges[j], vmin)
-        hi = np.minimum(edges[j + 1], vmax)
-        hi = np.maximum(hi, lo)
-        out[qi] = np.where(total > 0, lo + np.clip(frac, 0, 1) * (hi - lo), np.nan)
-    return out
-
 
 # ----------------------------------------------------------------------------------------------
 # Reading .npy headers without reading data
@@ -281,10 +211,15 @@ def _validate_meta(root: Path, meta: dict) -> None:
         raise bad(f"n must be a positive integer, not {n!r}")
     if not _is_int(H) or H < 1:
         raise bad(f"hidden_size must be a positive integer, not {H!r}")
-    if meta["dtype"] != DTYPE:
+    if meta["dtype"] != DTYPES.get(meta["version"]):
+        formats = " and ".join(f"{d} stores (format {v})" for v, d in DTYPES.items())
         raise StoreError(
-            f"{where}: dtype {meta['dtype']!r}; this version reads {DTYPE} stores; {DAMAGED}"
+            f"{where}: dtype {meta['dtype']!r}; this version reads {formats}; {DAMAGED}"
         )
+    if meta["version"] >= 2:
+        for key in ("blocks", "runs"):
+            if not _is_int(meta.get(key)) or meta[key] < 1:
+                raise bad(f"{key} must be a positive integer, not {meta.get(key)!r}")
     if not isinstance(model, dict):
         raise bad(f"'model' must be the model config, not {model!r}"[:200])
     cell = model.get("cell")
@@ -324,6 +259,7 @@ class ActivationStore:
         self.layers: tuple[int, ...] = tuple(meta["layers"])
         self.kinds: tuple[str, ...] = tuple(meta["kinds"])
         self._arrays: dict[str, np.ndarray] = {}
+        self._decoded: dict[tuple[int, str], DecodedArray] = {}
         self._text: str | None = None
         self._stats = None
 
@@ -343,9 +279,18 @@ class ActivationStore:
         check_npy(self.path / "cold.npy", (n,), np.bool_)
         for name, (dtype, tail) in PRED_FILES.items():
             check_npy(self.path / name, (n, *tail), dtype)
+        coded = self.meta["version"] >= 2
+        if coded:
+            check_npy(self.path / RUNS, (self.meta["runs"], 2), np.int64)
+            check_npy(self.path / BLOCKS, (self.meta["blocks"] + 1,), np.int64)
         for li in self.layers:
             for kind in self.kinds:
-                check_npy(act_path(self.path, li, kind), (n, H), np.float16)
+                if coded:
+                    check_npy(act_path(self.path, li, kind), (n, H), CODE_DTYPE)
+                    shape = (self.meta["blocks"], 2, H)
+                    check_npy(param_path(self.path, li, kind), shape, PARAM_DTYPE)
+                else:
+                    check_npy(act_path(self.path, li, kind), (n, H), np.float16)
                 nb = len(hist_edges(kind)) - 1
                 check_npy(hist_path(self.path, li, kind), (H, nb), np.int64)
                 if not stats_path(self.path, li, kind).is_file():
@@ -463,17 +408,8 @@ class ActivationStore:
         ]
 
     def _neuron(self, neuron: str | Neuron) -> Neuron:
-        nrn = parse_neuron(neuron)
-        if (
-            nrn.layer not in self.layers
-            or nrn.kind not in self.kinds
-            or not 0 <= nrn.unit < self.hidden_size
-        ):
-            raise ValueError(
-                f"no neuron {nrn} in this store: layers {','.join(map(str, self.layers))}, "
-                f"kinds {','.join(self.kinds)}, units 0..{self.hidden_size - 1}"
-            )
-        return nrn
+        # Names only what this store holds (an LSTM store lists no GRU kinds).
+        return check_neuron(neuron, self.layers, self.kinds, self.hidden_size)
 
     def _stream(self, layer: int, kind: str) -> None:
         if layer not in self.layers or kind not in self.kinds:
@@ -482,15 +418,61 @@ class ActivationStore:
                 f"kinds {','.join(self.kinds)}"
             )
 
-    def array(self, layer: int, kind: str) -> np.ndarray:
-        """Read-only memory map ``[N, H]`` float16 of one layer and kind."""
+    def array(self, layer: int, kind: str) -> DecodedArray:
+        """``[N, H]`` of one layer and kind: an array-like over the memory-mapped file whose
+        indexing (``a[i:j]``, ``a[rows]``, ``a[:, unit]``, ``np.asarray(a)``) returns float32."""
         self._stream(layer, kind)
-        return self._load(f"acts/L{layer}.{kind}.npy")
+        key = (layer, kind)
+        if key not in self._decoded:
+            rel = f"acts/L{layer}.{kind}.npy"
+            if self.meta["version"] >= 2:
+                params = self._load(f"acts/L{layer}.{kind}.scale.npy")
+                arr = BlockCodedArray(self._load(rel), params, self.block_starts)
+            else:
+                arr = Float16Array(self._load(rel))
+            self._decoded[key] = arr
+        return self._decoded[key]
+
+    @property
+    def block_starts(self) -> np.ndarray:
+        """``[K + 1]`` int64 (format 2): each coded block's first position, then N."""
+        if "blocks" not in self._arrays:
+            path = self.path / BLOCKS
+            starts = np.load(path)  # shape and dtype were checked at open
+            if starts[0] != 0 or starts[-1] != self.n or (np.diff(starts) <= 0).any():
+                raise StoreError(f"{path}: not increasing from 0 to {self.n}; {DAMAGED}")
+            self._arrays["blocks"] = starts
+        return self._arrays["blocks"]
+
+    @property
+    def runs(self) -> np.ndarray:
+        """``[R, 2]`` (start, stop) of the runs: spans read from a zero state, in text order.
+
+        Format 1 stores did not keep them: there they are where the loss is NaN (no character
+        precedes a run's start), which a diverged model's NaN losses would add to.
+        """
+        if "runs" not in self._arrays:
+            path = self.path / RUNS
+            if self.meta["version"] >= 2:
+                runs = np.load(path)  # shape and dtype were checked at open
+            else:
+                starts = np.union1d([0], np.flatnonzero(np.isnan(self.loss)))
+                runs = np.stack([starts, np.append(starts[1:], self.n)], axis=1)
+            if runs[0, 0] != 0 or runs[-1, 1] != self.n or (runs[1:, 0] != runs[:-1, 1]).any():
+                raise StoreError(f"{path}: runs do not tile the text 0..{self.n}; {DAMAGED}")
+            self._arrays["runs"] = runs
+        return self._arrays["runs"]
+
+    def distance(self) -> np.ndarray:
+        """``[N]`` int64: each position's distance from the start of its run (0 at the start)."""
+        starts = np.zeros(self.n, dtype=np.int64)
+        starts[self.runs[:, 0]] = self.runs[:, 0]
+        return np.arange(self.n, dtype=np.int64) - np.maximum.accumulate(starts)
 
     def neuron(self, neuron: str | Neuron) -> np.ndarray:
         """One neuron over the whole text: float32 ``[N]``."""
         nrn = self._neuron(neuron)
-        return np.asarray(self.array(nrn.layer, nrn.kind)[:, nrn.unit], dtype=np.float32)
+        return self.array(nrn.layer, nrn.kind)[:, nrn.unit]
 
     def show(self, neurons, start: int = 0, stop: int | None = None, **kw):
         """In a notebook: the text coloured by ``neurons`` over ``[start, stop)`` (default 2,000
@@ -519,7 +501,7 @@ class ActivationStore:
             groups.setdefault((nrn.layer, nrn.kind), []).append(j)
         for (li, kind), cols in groups.items():
             units = [parsed[j].unit for j in cols]
-            out[:, cols] = self.array(li, kind)[start:stop][:, units]
+            out[:, cols] = self.array(li, kind)[start:stop, np.asarray(units)]
         return out
 
     # -- statistics ------------------------------------------------------------------------
@@ -596,7 +578,6 @@ class ActivationStore:
         if rows is None:
             counts = np.asarray(self._load(f"stats/L{nrn.layer}.{nrn.kind}.hist.npy")[nrn.unit])
             return counts, edges
-        col = self.array(nrn.layer, nrn.kind)[:, nrn.unit]
         rows = np.asarray(rows)
-        values = col[rows] if rows.dtype != bool else col[rows.nonzero()[0]]
-        return histogram(values, nrn.kind), edges
+        rows = rows.nonzero()[0] if rows.dtype == bool else rows
+        return histogram(self.array(nrn.layer, nrn.kind)[rows, nrn.unit], nrn.kind), edges

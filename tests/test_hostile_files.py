@@ -444,16 +444,16 @@ AT_OPEN: dict[str, tuple[Callable[[Path], None], str, tuple[str, ...]]] = {
     "documents-without-file": (lambda r: edit_meta(r, documents=2), "documents.npy", ("missing",)),
     "documents-a-string": (lambda r: edit_meta(r, documents="all"), META,
                            ("documents must be a count or null",)),
-    "version-future": (lambda r: edit_meta(r, version=2), "", (
-        "written by a newer lstmscope (store format 2; this version reads up to 1)",
+    "version-future": (lambda r: edit_meta(r, version=3), "", (
+        "written by a newer lstmscope (store format 3; this version reads up to 2)",
         "upgrade lstmscope or record the store again")),
     "version-a-string": (lambda r: edit_meta(r, version="1"), META, ("bad format version '1'",)),
     "version-zero": (lambda r: edit_meta(r, version=0), META, ("bad format version 0",)),
     **{f"truncated-{rel.replace('/', '-')}-{cut}": (
         lambda r, rel=rel, cut=cut: truncate(r / rel, cut), rel,
         ("truncated",) if cut else ("not a readable .npy file",))
-       for rel in ("acts/L0.h.npy", "acts/L1.c.npy", "ids.npy", "cold.npy", "pred/loss.npy",
-                   "pred/top_ids.npy", "pred/top_prob.npy", "stats/L1.o.hist.npy")
+       for rel in ("acts/L0.h.npy", "acts/L1.c.npy", "acts/L1.c.scale.npy", "ids.npy", "cold.npy",
+                   "pred/loss.npy", "pred/top_ids.npy", "pred/top_prob.npy", "stats/L1.o.hist.npy")
        for cut in (0, 200, -1)},
     "header-cut": (lambda r: truncate(r / "acts/L0.f.npy", 40), "acts/L0.f.npy",
                    ("not a readable .npy file",)),
@@ -467,7 +467,7 @@ AT_OPEN: dict[str, tuple[Callable[[Path], None], str, tuple[str, ...]]] = {
                                             np.asfortranarray(np.zeros((N, H), np.float16))),
                           "acts/L0.i.npy", ("column-major",)),
     "acts-float32": (lambda r: np.save(r / "acts/L0.o.npy", np.zeros((N, H), np.float32)),
-                     "acts/L0.o.npy", ("dtype float32, but the store format needs float16",)),
+                     "acts/L0.o.npy", ("dtype float32, but the store format needs int16",)),
     "ids-int64": (lambda r: np.save(r / "ids.npy", np.zeros(N, np.int64)), "ids.npy",
                   ("dtype int64",)),
     "ids-big-endian": (lambda r: np.save(r / "ids.npy", np.zeros(N, ">i4")), "ids.npy",
@@ -482,8 +482,9 @@ AT_OPEN: dict[str, tuple[Callable[[Path], None], str, tuple[str, ...]]] = {
                         ("bytes cannot hold",)),
     **{f"missing-{rel.replace('/', '-')}": (lambda r, rel=rel: (r / rel).unlink(), rel,
                                             ("missing",))
-       for rel in ("acts/L1.o.npy", "ids.npy", "cold.npy", "pred/loss.npy", "pred/top_ids.npy",
-                   "stats/L0.f.npz", "stats/L0.f.hist.npy", "text.txt")},
+       for rel in ("acts/L1.o.npy", "acts/L1.o.scale.npy", "ids.npy", "cold.npy", "runs.npy",
+                   "blocks.npy", "pred/loss.npy", "pred/top_ids.npy", "stats/L0.f.npz",
+                   "stats/L0.f.hist.npy", "text.txt")},
     "text-a-folder": (lambda r: ((r / "text.txt").unlink(), (r / "text.txt").mkdir()),
                       "text.txt", ("missing",)),
 }  # fmt: skip
