@@ -31,12 +31,20 @@ import pandas as pd
 
 from interpret import __version__
 from interpret.analysis.errors import loss_by_category, loss_by_distance
-from interpret.analysis.rank import feature_values, rank_binary, rank_many, resolve_feature
+from interpret.analysis.rank import (
+    feature_values,
+    rank_binary,
+    rank_many,
+    resolve_feature,
+    used_rows,
+)
 from interpret.analysis.saturation import saturation
 from interpret.colors import Scale, palette, scale_for
+from interpret.errors import StoreError
 from interpret.export import html_document, render_text_html
 from interpret.features import FEATURES, Feature, compute
 from interpret.io import atomic_write_text
+from interpret.streams import warm_note
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +236,17 @@ def _features(store, features, user_features) -> list[Feature]:
     return feats
 
 
+def _check_warm(store) -> None:
+    """Refuse a store with no warm position (its statistics are empty: nothing to rank, even
+    with the cold positions); warn about one that is mostly cold."""
+    n_warm = int(used_rows(store).sum())
+    note = warm_note(store.n, n_warm, str(store.path))
+    if note and n_warm == 0:
+        raise StoreError(note)
+    if note:
+        log.warning("%s", note)
+
+
 def detect(
     store,
     features: Sequence[str] | None = None,
@@ -247,8 +266,9 @@ def detect(
     :class:`~interpret.features.Feature` objects, e.g. from
     :func:`~interpret.features.parse_feature_spec` (the CLI's ``--feature 'name=REGEX'``).
     ``top`` neurons per feature go into the summary and the report. A feature that is constant
-    on the store's text is skipped with a warning (``report.skipped`` says why). Returns a
-    :class:`DetectReport`.
+    (or never/always on) on the positions ranked is skipped with a warning (``report.skipped``
+    says why). A store with no warm position is refused (``StoreError``); one that is mostly
+    cold gets a warning. Returns a :class:`DetectReport`.
     """
     from tqdm.auto import tqdm
 
@@ -257,6 +277,8 @@ def detect(
         raise ValueError(f"top must be >= 1, got {top}")
     out = Path(out)
     feats = _features(store, features, user_features)
+    _check_warm(store)
+    use = used_rows(store, include_cold)
     log.info("detect: %d features over %s (%d neurons)", len(feats), store.path,
              len(store.neurons))  # fmt: skip
     # Built-ins in one pass over the text (shared lexical scan), cached on the store.
@@ -271,9 +293,9 @@ def detect(
     if graded:
         ok = {}
         for nm, v in graded.items():
-            if np.ptp(np.asarray(v, dtype=np.float64)) == 0:
-                skipped[nm] = "constant on this text"
-                log.warning("feature %s is constant on this text; skipped", nm)
+            if np.ptp(np.asarray(v, dtype=np.float64)[use]) == 0:
+                skipped[nm] = f"constant on the {int(use.sum()):,} positions ranked"
+                log.warning("feature %s is constant on the positions ranked; skipped", nm)
             else:
                 ok[nm] = v
         if ok:
@@ -281,7 +303,9 @@ def detect(
             rankings.update(rank_many(store, ok, kind="graded", progress=progress, **kw))
     for f in tqdm([f for f in feats if f.kind == "binary"], desc="detect", disable=not progress):
         try:
-            rankings[f.name] = rank_binary(store, values[f.name], name=f.name, **kw)
+            # The rows written to the summary and the report are exact; the rest of the full
+            # ranking keeps the fast screen's numbers, its ``exact`` column says which.
+            rankings[f.name] = rank_binary(store, values[f.name], name=f.name, exact=top, **kw)
         except ValueError as e:
             skipped[f.name] = str(e)
             log.warning("feature %s skipped: %s", f.name, e)
@@ -327,10 +351,12 @@ def detect(
         + "</p>"
     )
     parts.append(
-        '<p class="note">Binary features: score = average precision of the neuron (times its '
-        "sign) as a detector, from the stored histograms (for the top neurons within ~0.003 of an "
-        "exact AP); AUROC "
-        "of the same. Graded features: score = |Pearson r|. sign −1: the neuron is low where the "
+        '<p class="note">Binary features: score = average precision (AP) of the neuron (times its '
+        "sign) as a detector, computed exactly from the stored column for the neurons shown here; "
+        "AUROC of the same, and F1 and IoU at the neuron's best threshold (AP, F1 and IoU pass the "
+        "sanity checks of neuron-explanation scores; AUROC flatters rare spans). In "
+        "rankings/*.csv the other neurons carry the fast histogram screen's numbers (column "
+        "exact). Graded features: score = |Pearson r|. sign −1: the neuron is low where the "
         "feature is on. Cold positions (the warm-up of each recording stream) are left out.</p>"
     )
     parts.append("<h2>Summary: the best neuron per feature</h2>")
@@ -341,6 +367,7 @@ def detect(
                  "best neuron": rankings[f.name].iloc[0]["neuron"],
                  "score": float(rankings[f.name].iloc[0]["score"]),
                  "auroc": float(rankings[f.name].iloc[0].get("auroc", np.nan)),
+                 "f1": float(rankings[f.name].iloc[0].get("f1", np.nan)),
                  "sign": int(rankings[f.name].iloc[0]["sign"]),
                  "runner-up": rankings[f.name].iloc[1]["neuron"] if len(rankings[f.name]) > 1
                  else ""}
@@ -362,7 +389,7 @@ def detect(
         parts.append(f"<h2>{html.escape(f.name)} <small>({f.kind})</small></h2>")
         parts.append(f'<p class="note">{html.escape(f.description)}</p>')
         cols = ["neuron", "score", "sign"] + (
-            ["ap", "auroc", "mean_in", "mean_out"] if f.kind == "binary" else ["r"]
+            ["ap", "auroc", "f1", "iou", "mean_in", "mean_out"] if f.kind == "binary" else ["r"]
         )
         parts.append(_table(df.head(top), cols))
         if snippets:

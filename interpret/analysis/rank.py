@@ -7,13 +7,24 @@ AUROC and the means inside and outside alongside. Graded features (bracket depth
 scored by Pearson's r. Either sign counts: a cell that switches *off* inside a span is as good a
 detector as one that switches on, and ``sign`` says which it is.
 
+Binary rows carry ``f1`` and ``iou`` at the neuron's best ``threshold`` beside AP and AUROC:
+NeuronEval (ICML 2025) finds AUROC (and recall) fail the sanity checks for neuron explanations
+while AUPRC, F1 and IoU pass; read those.
+
 How it stays fast (a 1M-character store of a 2x256 LSTM is 12 arrays of 512 MB):
 
-- **Binary** features read only the rows where the feature is on (or off, whichever is fewer).
-  The store's statistics hold each neuron's histogram over the warm rows on a fixed grid per kind
-  (``store.hist_edges``), so the histogram outside is the whole column's minus the one inside,
-  and AUROC and AP come from the two histograms. The mean outside is the stats' sum minus the
-  inside sum.
+- **Binary**, in two stages. The *screen* orders every neuron: it reads only the rows where the
+  feature is on (or off, whichever is fewer); the store's statistics hold each neuron's
+  histogram over the warm rows on a fixed grid per kind (``store.hist_edges``), so the
+  histogram outside is the whole column's minus the one inside, and AUROC and AP come from the
+  two histograms. Then the *exact* stage recomputes the head from the stored columns (warm rows,
+  as the screen): the screen's top ``exact`` (default 200, what the dashboard shows) and any
+  ``neurons`` asked for, then every other neuron whose exact AP could still beat the
+  ``exact``-th exact score found (the screen's upper bound on it, below), at most
+  ``max(exact, EXACT_MARGIN)`` more (:mod:`~interpret.analysis.rank_exact`); rows are then
+  sorted by score. When that second set was complete (``df.attrs["exact_sure"]``, the usual case) the first ``exact`` rows are *the* top
+  ``exact`` by exact AP, in exact order; otherwise the most likely were recomputed and a neuron
+  may be missing from the head. The ``exact`` column says which rows are exact.
 - **Graded** features need every row: one pass over each array in float32 chunks computes
   ``y_c @ X`` for all units at once (a matrix-vector product; several features share the pass
   as a matrix product, see :func:`rank_many`), and the stats' standard deviations finish r.
@@ -22,30 +33,34 @@ Cold positions (the first ``warmup`` characters of each recording stream, ``stor
 left out, as the stats already leave them out; ``include_cold=True`` adds them back to both
 sides consistently.
 
-Measured (``benchmarks/analysis_speed.py``; 1M characters, random 2x256 LSTM, 3,072 neurons, one
-thread of a 2-core machine at load ~4, page cache warm): binary feature on 3.8% of positions
-1.3 s (60% of it the inside histograms, ~10 ns per value), on 11% 2.9 s; graded feature 3.0 s;
-eight graded features in one pass 4.1 s.
+Measured (``benchmarks/analysis_speed.py --only rank``; 1M characters, random 2x256 LSTM, 3,072
+neurons, 2-core AMD EPYC at load ~1, page cache warm; second runs). Coded (format 2) store,
+feature on 3.8% of positions: screen alone 1.7-2.0 s, with the exact top 200 (233 rows
+recomputed) 5.0 s, exact top 50 2.7 s; on 11%: 3.5 / 8.9 / 5.7 s. float16 (format 1) store:
+1.4 / 3.3 / 1.9 s and 3.3 / 6.5 / 4.4 s. An exact row costs ~20 ms of CPU on a coded store:
+reading the column (~5 ms, decoding), a radix sort of its 1M float32 values (~12 ms, compiled)
+and one scan; float16 columns are counted on their bit patterns instead (~2x cheaper). Blocks
+of columns run in two threads here. Graded feature 3.0 s; eight graded features in one pass
+4.1 s.
 
-Accuracy of the histogram scores (values are the stored float16 numbers, so the only error is
-that distinct values sharing a bin count as ties):
+Accuracy:
 
-- AUROC: a tie counts one half, the usual convention, so the error is at most half the
-  probability that an inside and an outside value share a bin; gates use 1000 bins on [0, 1],
-  h/g 1024 bins on [-1, 1], c 32 bins per octave of the float16 line (2% relative width).
-- AP: identical to ``sklearn.metrics.average_precision_score`` on the values rounded to their
-  bins (sklearn treats tied scores as one threshold too); splitting a bin can move the
-  precision at its recall step, so the error grows with the mass in bins that hold both
-  classes.
-- Measured against sklearn on the full columns of the synthetic store (every 12th neuron of
-  four features): the top 5 neurons per feature within 3e-4 (AUROC) and 3e-3 (AP); the median
-  neuron within 4e-4 and 1e-3; the worst, gates piled up against 0 or 1 (a few float16 values
-  per bin there, all of them shared), 0.04 and 0.2. The ranking's head, which is what one
-  reads, is accurate; a gate's AP far down the list is not to be quoted.
-- mean_out uses the stats' float64 sum of the float32 activations, mean_in the stored float16
-  values: they agree with means of the stored column to ~1e-4 relative.
-- r: the stats' standard deviation (of the float32 activations) against the stored float16
-  column: within 2e-3 of ``np.corrcoef`` on the column (tests), typically 1e-5.
+- Exact rows (``exact`` True): ``ap``, ``auroc``, ``f1``, ``iou``, ``threshold`` and ``sign``
+  are those of the stored column (:mod:`~interpret.analysis.metrics`): sklearn's
+  ``average_precision_score`` and ``roc_auc_score`` to float rounding (tests: ``8 n eps``), F1
+  and IoU the best over every threshold between distinct values.
+- Screen rows: a bin of the grid counts as one tied value. Its AUROC is within
+  :func:`~interpret.analysis.metrics.auroc_hist_error` (half the in/out pairs sharing a bin) of
+  the exact one, its AP within :func:`~interpret.analysis.metrics.ap_hist_bounds` (a bin's
+  positives at best all tied above its negatives, at worst one by one below them; AP rewards
+  ties, so even a bin of positives alone moves it). Those bounds are what the exact stage uses.
+  Gates piled up against 0 or 1 are where the screen is worst (0.27 of AP on the synthetic
+  store): not a number to quote, hence the exact head.
+- mean_out uses the stats' float64 sum of the float32 activations, mean_in the stored values:
+  they agree with means of the stored column to ~1e-4 relative.
+- r (graded): exact up to the storage of the activations (float16, or the coded format's 16
+  bits): the stats' standard deviation of the float32 activations against the stored column,
+  within 2e-3 of ``np.corrcoef`` on the column (tests), typically 1e-5. No exact stage.
 """
 
 from __future__ import annotations
@@ -61,13 +76,17 @@ import pandas as pd
 import torch
 
 from interpret.analysis import store_cache
+from interpret.analysis.metrics import ap_from_hist, ap_hist_bounds, auroc_from_hist
+from interpret.analysis.rank_exact import exact_head
 from interpret.features import FEATURES, Feature, FeatureError, compute
+from interpret.names import parse_neuron
 from interpret.store import hist_edges, hist_lut
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 1 << 16  # rows per read: 65536 x 256 float32 is 64 MB
-BINARY_COLUMNS = ("ap", "auroc", "mean_in", "mean_out", "n_on")
+BINARY_COLUMNS = ("ap", "auroc", "f1", "iou", "threshold", "mean_in", "mean_out", "n_on", "exact")
+EXACT_TOP = 200  # rows recomputed exactly by default: the dashboard shows 200
 GRADED_COLUMNS = ("r", "abs_r")
 BASE_COLUMNS = ("neuron", "layer", "kind", "unit", "score", "sign")
 
@@ -172,43 +191,6 @@ def _side_moments(arr, rows: np.ndarray, kind: str, hist: bool = True, squares: 
 
 
 # ----------------------------------------------------------------------------------------------
-# Scores from histograms
-
-
-def auroc_from_hist(h_in: np.ndarray, h_out: np.ndarray) -> np.ndarray:
-    """AUROC ``[H]`` of "value predicts inside" from per-unit histograms ``[H, bins]``.
-
-    ``P(v_in > v_out) + P(same bin) / 2``: a bin is treated as one tied value.
-    """
-    h_in = np.asarray(h_in, dtype=np.float64)
-    h_out = np.asarray(h_out, dtype=np.float64)
-    n_in, n_out = h_in.sum(1), h_out.sum(1)
-    below = np.cumsum(h_out, axis=1) - h_out  # outside values in lower bins  # [H, bins]
-    u = (h_in * (below + 0.5 * h_out)).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return u / (n_in * n_out)
-
-
-def ap_from_hist(h_in: np.ndarray, h_out: np.ndarray, descending: bool = True) -> np.ndarray:
-    """Average precision ``[H]`` of the value as a score for "inside" (``descending``: high
-    values first; else low values first), from histograms ``[H, bins]``, bins as tied values.
-
-    The step-wise sum of sklearn's ``average_precision_score``: every bin holding inside values
-    adds ``(its inside count / n_in) * precision at a threshold just below it``.
-    """
-    h_in = np.asarray(h_in, dtype=np.float64)
-    h_out = np.asarray(h_out, dtype=np.float64)
-    if descending:
-        h_in, h_out = h_in[:, ::-1], h_out[:, ::-1]
-    tp = np.cumsum(h_in, axis=1)
-    fp = np.cumsum(h_out, axis=1)
-    n_in = tp[:, -1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prec = np.where(h_in > 0, tp / np.maximum(tp + fp, 1), 0.0)
-        return (h_in * prec).sum(1) / n_in
-
-
-# ----------------------------------------------------------------------------------------------
 # Ranking
 
 
@@ -241,10 +223,38 @@ def _check_values(store, values) -> np.ndarray:
     return v
 
 
+def _check_exact(exact) -> int:
+    if exact is None or exact is False:
+        return 0
+    if isinstance(exact, bool) or not isinstance(exact, (int, np.integer)) or exact < 0:
+        raise ValueError(f"exact must be a count of rows >= 0 (or None), not {exact!r}")
+    return int(exact)
+
+
+def _asked_rows(store, streams, neurons) -> np.ndarray:
+    index = {s: i for i, s in enumerate(streams)}
+    rows = []
+    for nid in neurons or ():
+        nrn = parse_neuron(nid)
+        if (nrn.layer, nrn.kind) not in index or not 0 <= nrn.unit < store.hidden_size:
+            raise ValueError(f"{nrn} is not among the neurons ranked (check layers and kinds)")
+        rows.append(index[(nrn.layer, nrn.kind)] * store.hidden_size + nrn.unit)
+    return np.asarray(rows, dtype=np.int64)
+
+
 def rank_binary(
-    store, values, *, name=None, layers=None, kinds=None, include_cold: bool = False
+    store,
+    values,
+    *,
+    name=None,
+    layers=None,
+    kinds=None,
+    include_cold: bool = False,
+    exact: int = EXACT_TOP,
+    neurons: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """:func:`rank` for a binary feature (see there)."""
+    exact = _check_exact(exact)
     on = _check_values(store, values).astype(bool)
     use = used_rows(store, include_cold)
     on_rows = np.flatnonzero(on & use)
@@ -256,12 +266,14 @@ def rank_binary(
             f"feature {name or ''} is {what} on in the {n_use} positions ranked; nothing to "
             "separate (cold positions are left out unless include_cold=True)"
         )
+    streams = selection(store, layers, kinds)
+    asked = _asked_rows(store, streams, neurons)
     # Read whichever side is smaller; the other is the whole column minus it.
     read_inside = n_on <= n_use - n_on
     side = on_rows if read_inside else np.flatnonzero(~on & use)
     cold_rows = np.flatnonzero(np.asarray(store.cold, dtype=bool)) if include_cold else None
-    streams = selection(store, layers, kinds)
     cols: dict[str, list] = {c: [] for c in ("score", "sign", *BINARY_COLUMNS)}
+    hi = []  # upper bound of the exact AP, better sign
     for li, kind in streams:
         arr = store.array(li, kind)
         st = store.stat_arrays(li, kind)
@@ -281,15 +293,27 @@ def rank_binary(
         ap_neg = ap_from_hist(h_in, h_out, descending=False)
         sign = np.where(ap_neg > ap_pos, -1, 1)
         ap = np.where(sign > 0, ap_pos, ap_neg)
+        hi_pos = ap_hist_bounds(h_in, h_out, True)[1]
+        hi_neg = ap_hist_bounds(h_in, h_out, False)[1]
+        hi.append(np.maximum(hi_pos, hi_neg))
+        H = store.hidden_size
         cols["score"].append(ap)
         cols["sign"].append(sign.astype(np.int64))
         cols["ap"].append(ap)
         cols["auroc"].append(np.where(sign > 0, auc, 1.0 - auc))
+        for c in ("f1", "iou", "threshold"):
+            cols[c].append(np.full(H, np.nan))
         cols["mean_in"].append(s_in / n_on)
         cols["mean_out"].append((s_all - s_in) / (count - n_on))
-        cols["n_on"].append(np.full(store.hidden_size, n_on, dtype=np.int64))
-    df = _frame(store, streams, cols, name, "binary")
-    df.attrs.update(n=n_use, n_on=n_on, prevalence=n_on / n_use)
+        cols["n_on"].append(np.full(H, n_on, dtype=np.int64))
+        cols["exact"].append(np.zeros(H, dtype=bool))
+    flat = {c: np.concatenate(v) for c, v in cols.items()}
+    sure = exact_head(store, streams, flat, np.concatenate(hi), exact, asked, on[use], use)
+    if not sure:
+        log.info("%s: more rows could enter the exact top %d than were recomputed",
+                 name or "feature", exact)  # fmt: skip
+    df = _frame(store, streams, {c: [v] for c, v in flat.items()}, name, "binary")
+    df.attrs.update(n=n_use, n_on=n_on, prevalence=n_on / n_use, exact_top=exact, exact_sure=sure)
     return df
 
 
@@ -343,14 +367,15 @@ def rank_many(
     kinds=None,
     include_cold: bool = False,
     progress: bool = False,
+    exact: int = EXACT_TOP,
+    neurons: Sequence[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """:func:`rank` for several features of one kind; graded ones share one pass over the store
     (one ``[rows, F] x [rows, H]`` product per chunk instead of F matrix-vector products)."""
     if kind == "binary":
+        kw = dict(layers=layers, kinds=kinds, include_cold=include_cold)
         return {
-            nm: rank_binary(
-                store, v, name=nm, layers=layers, kinds=kinds, include_cold=include_cold
-            )
+            nm: rank_binary(store, v, name=nm, exact=exact, neurons=neurons, **kw)
             for nm, v in features.items()
         }
     if kind != "graded":
@@ -420,21 +445,35 @@ def rank(
     layers: int | Sequence[int] | None = None,
     kinds: str | Sequence[str] | None = None,
     include_cold: bool = False,
+    exact: int = EXACT_TOP,
+    neurons: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Every neuron of the chosen layers and kinds scored against ``values`` ``[N]``, best first.
 
     Columns: ``neuron layer kind unit score sign`` and, for ``kind="binary"``, ``ap`` (average
     precision of ``sign * value`` as a detector, the better sign; also ``score``), ``auroc`` (of
-    the same signed value), ``mean_in``, ``mean_out``, ``n_on``; for ``kind="graded"``, ``r``
-    (Pearson) and ``abs_r`` (``score``). A ``feature`` column leads when ``name`` is given.
-    ``df.attrs`` holds ``n`` (positions used), and for binary ``n_on`` and ``prevalence`` (the
-    AP of a random ranking). Raises ``ValueError`` for a feature that is constant on the
-    positions used.
+    the same signed value), ``f1`` and ``iou`` at the best ``threshold`` (the detector is on
+    where ``sign * value >= sign * threshold``), ``mean_in``, ``mean_out``, ``n_on`` and
+    ``exact``; for ``kind="graded"``, ``r`` (Pearson) and ``abs_r`` (``score``). A ``feature``
+    column leads when ``name`` is given.
+
+    Binary: ``exact`` rows (the ``exact`` best, default 200, plus the ``neurons`` asked for, by
+    id) are recomputed from the stored columns and their ``score``, ``sign``, ``ap``, ``auroc``,
+    ``f1``, ``iou``, ``threshold`` are exact; the others keep the histogram screen's ``ap`` and
+    ``auroc`` (``f1``, ``iou``, ``threshold`` NaN). The rows are sorted by ``score`` after that,
+    and the first ``exact`` are the exact top ``exact`` in exact order when
+    ``df.attrs["exact_sure"]`` (see the module docstring). ``exact=0``: the screen alone.
+    Graded: ``r`` is exact already (``exact`` and ``neurons`` are accepted and change nothing).
+
+    ``df.attrs`` holds ``n`` (positions used), and for binary ``n_on``, ``prevalence`` (the AP
+    of a random ranking), ``exact_top`` and ``exact_sure``. Raises ``ValueError`` for a feature
+    that is constant on the positions used.
     """
     if kind == "binary":
         return rank_binary(
-            store, values, name=name, layers=layers, kinds=kinds, include_cold=include_cold
-        )
+            store, values, name=name, layers=layers, kinds=kinds, include_cold=include_cold,
+            exact=exact, neurons=neurons,
+        )  # fmt: skip
     if kind == "graded":
         key = name or "feature"
         return rank_many(
