@@ -69,6 +69,42 @@ def _describe(data: object) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
+# torch.save writes a zip archive; torch < 1.6 (and _use_new_zipfile_serialization=False) a
+# pickle stream, which starts with the PROTO opcode.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_PICKLE_MAGIC = b"\x80"
+
+
+def _check_magic(path: Path) -> None:
+    """Refuse a file that is not a PyTorch file at all (a text file renamed ``.pt``) by its
+    first bytes, before torch's loader fails on it with an unrelated error (``IndexError: pop
+    from empty list``)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith((*_ZIP_MAGIC, _PICKLE_MAGIC)):
+        return
+    if any(m.startswith(head) for m in _ZIP_MAGIC):  # a zip cut inside its magic: truncated
+        return
+    if _looks_like_text(head):
+        shown = head[:24].decode("utf-8", "replace").split("\n")[0]
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint: it is a text file (starting {shown!r}); give "
+            "a best.pt / last.pt written by `lstmscope train`"
+        )
+    raise CheckpointError(
+        f"{path}: unreadable checkpoint: not a PyTorch file (no zip or pickle header; it starts "
+        f"{head[:8]!r}); {USE_ANOTHER}"
+    )
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start >= len(head) - 3  # only a character cut at the end of the sample
+    return b"\x00" not in head
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load a checkpoint we wrote; anything else is refused with a message naming the file."""
     path = Path(path)
@@ -83,6 +119,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
             f"{path}: empty file (0 bytes), truncated by an interrupted copy or a full disk; "
             f"{USE_ANOTHER}"
         )
+    _check_magic(path)
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol: our error says enough
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

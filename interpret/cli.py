@@ -11,12 +11,15 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from interpret.errors import LstmscopeError
 
 log = logging.getLogger("interpret")
+
+MIN_VAL_CHARS = 64  # `train` validates on at least this many characters
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -25,6 +28,11 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _next(*commands: list[str], prefix: str = "") -> None:
+    """Print the commands to run next, each quoted so it runs as printed (tests run them)."""
+    print(prefix + "next: " + "   |   ".join(shlex.join(["lstmscope", *c]) for c in commands))
 
 
 # --- corpus ------------------------------------------------------------------------------------
@@ -73,7 +81,15 @@ def cmd_corpus_build(args) -> int:
     tr, va = manifest["train"], manifest["val"]
     print(f"wrote {out}/: train {tr['chars']:,} chars ({len(tr['documents'])} documents), "
           f"val {va['chars']:,} chars; sha256 {manifest['sha256'][:16]}")  # fmt: skip
-    print(f"next: lstmscope train --data {out} -o runs/{Path(out).name}")
+    if name in RECORD_ONLY or va["chars"] < MIN_VAL_CHARS:
+        # Nothing (or too little) held out to validate on: this corpus is for recording.
+        if name not in RECORD_ONLY:
+            print(f"note: the val split has {va['chars']:,} characters; `lstmscope train` needs "
+                  f"{MIN_VAL_CHARS} to validate on (add text, or pass --val-data to train)")  # fmt: skip
+        _next(["record", "demo", "--data", str(out), "--split", "train", "-o",
+               f"stores/{out.name}"])  # fmt: skip
+    else:
+        _next(["train", "--data", str(out), "-o", f"runs/{out.name}"])
     return 0
 
 
@@ -133,8 +149,11 @@ def cmd_train(args) -> int:
     else:
         vocab = Vocab.from_text(text, min_count=args.min_char_count)
     train_ids, val_ids = vocab.encode(text), vocab.encode(val_text)
-    if len(val_ids) < 64:
-        raise LstmscopeError("validation text is under 64 characters; give more text")
+    if len(val_ids) < MIN_VAL_CHARS:
+        raise LstmscopeError(
+            f"validation text is under {MIN_VAL_CHARS} characters ({len(val_ids)}); give more "
+            "text or --val-data"
+        )
     cell, output = args.cell, args.output_kind
     if cell == "lstm-c":
         cell, output = "lstm", "c"
@@ -160,9 +179,10 @@ def cmd_train(args) -> int:
     if res.stopped == "interrupted":
         print("next: resume with the same command plus --resume")
     else:
-        print(
-            f"next: lstmscope sample {run_dir}   |   lstmscope record {run_dir} --data ... -o STORE"
-        )
+        # Record the held-out text: --val-data, a corpus folder's val split, or the files given.
+        data = args.val_data or args.data
+        _next(["sample", str(run_dir)],
+              ["record", str(run_dir), "--data", *data, "-o", f"stores/{run_dir.name}"])  # fmt: skip
     return 0
 
 
@@ -198,6 +218,11 @@ def cmd_info(args) -> int:
         if k in loaded.info:
             v = loaded.info[k]
             print(f"  {k:12s} {v:.4f}" if isinstance(v, float) else f"  {k:12s} {v}")
+    by_corpus = loaded.info.get("val_bpc_by_corpus")
+    if isinstance(by_corpus, dict) and by_corpus:  # export-model --data: the whole val split
+        print("  val bpc by corpus (whole val split): "
+              + ", ".join(f"{g} {v:.4f}" for g, v in by_corpus.items()
+                        if isinstance(v, (int, float))))  # fmt: skip
     print(f"  vocab        {len(loaded.vocab)} characters (id 0 = unknown)")
     print("\nparameters by layer and gate:")
     recur = rows[rows.gate != ""]
@@ -235,7 +260,7 @@ def cmd_compare(args) -> int:
     print(
         f"wrote {args.output}/comparison.csv, comparison.md, comparison.html and one run per cell"
     )
-    print(f"next: lstmscope info {args.output}/{table.cell[0]}")
+    _next(["info", f"{args.output}/{table.cell[0]}"])
     return 0
 
 
@@ -246,11 +271,19 @@ def cmd_record(args) -> int:
 
     out = Path(args.output)
     if args.if_missing and (out / "meta.json").is_file():
-        print(f"{out} already exists; next: lstmscope serve {out}")
+        _next(["serve", str(out)], prefix=f"{out} already exists; ")
         return 0
     loaded = load_model(args.run, pick_device(args.device))
     src = load_text(args.data, args.split)
     text, docs = src.text, list(src.documents)
+    if not text and len(args.data) == 1 and (Path(args.data[0]) / "manifest.json").is_file():
+        other = "train" if args.split == "val" else "val"
+        raise LstmscopeError(
+            f"nothing to record: the {args.split} split of {args.data[0]} is empty"
+            + (" (a corpus built only to be recorded keeps everything in train)"
+               if args.split == "val" else "")
+            + f"; pass --split {other}"
+        )  # fmt: skip
     if args.max_chars and len(text) > args.max_chars:
         text = text[: args.max_chars]
         docs = [(a, min(b, args.max_chars)) for a, b in docs if a < args.max_chars]
@@ -269,17 +302,46 @@ def cmd_record(args) -> int:
             + (f", resumed at {summary.resumed_from:,}" if summary.resumed_from else "")
         )
     )
-    print(f"wrote {out}/: {summary.n:,} characters, {summary.bytes / 2**20:,.1f} MiB ({state})")
-    print(f"next: lstmscope serve {out}   |   lstmscope detect {out} -o reports/{out.name}")
+    warm = 100 * (summary.n - summary.cold) / summary.n
+    print(f"wrote {out}/: {summary.n:,} characters, {summary.bytes / 2**20:,.1f} MiB ({state}); "
+          f"{summary.streams} streams, warm-up {summary.warmup:,}: {warm:.0f}% warm")  # fmt: skip
+    _next(["serve", str(out)], ["detect", str(out), "-o", f"reports/{out.name}"])
     return 0
+
+
+def _check_export_modes(args) -> None:
+    """Refuse options an export mode would silently drop."""
+    if args.card:
+        if len(args.neuron) > 1:
+            raise LstmscopeError(
+                f"--card shows one neuron, got {len(args.neuron)} ({', '.join(args.neuron)}): "
+                "export one card per neuron, or drop --card to colour the text by all of them"
+            )
+        extra = [f"--{o}" for o in ("find", "range") if getattr(args, o)]
+        if extra:
+            raise LstmscopeError(
+                f"--card cannot be combined with {' or '.join(extra)}: the card shows the "
+                "neuron's own top contexts; export the card and the text separately"
+            )
+    elif args.find and args.range:
+        raise LstmscopeError(
+            "--find searches the whole text and --range exports one stretch of it: give one"
+        )
+
+
+def _store_neuron(store, nid: str):
+    from interpret.names import check_neuron
+
+    return check_neuron(nid, store.layers, store.kinds, store.hidden_size, f"store {store.path}")
 
 
 def cmd_export(args) -> int:
     from interpret import export
     from interpret.store import ActivationStore
 
+    _check_export_modes(args)
     store = ActivationStore.open(args.store)
-    neurons = args.neuron
+    neurons = [str(_store_neuron(store, nid)) for nid in args.neuron]
     if args.card:
         contexts = None
         try:
@@ -288,11 +350,12 @@ def cmd_export(args) -> int:
             contexts = neuron_contexts(store, neurons[0])
         except ImportError:
             pass
-        html = export.export_card(store, neurons[0], contexts, colormap=args.colormap)
+        html = export.export_card(store, neurons[0], contexts, colormap=args.colormap,
+                                  scale=args.scale)  # fmt: skip
     elif args.find:
         html = export.export_find(store, neurons, args.find, context=args.context,
                                   max_matches=args.max_matches, title=args.title,
-                                  colormap=args.colormap)  # fmt: skip
+                                  colormap=args.colormap, scale=args.scale)  # fmt: skip
     else:
         if not args.range:
             raise LstmscopeError("give --range A:B, --find REGEX or --card")
@@ -302,7 +365,8 @@ def cmd_export(args) -> int:
             raise LstmscopeError(
                 f"--range {args.range!r}: expected START:STOP, e.g. 0:4000"
             ) from None
-        html = export.export_range(store, neurons, a, b, title=args.title, colormap=args.colormap)
+        html = export.export_range(store, neurons, a, b, title=args.title, colormap=args.colormap,
+                                   scale=args.scale)  # fmt: skip
     path = export.write_html(args.output, html)
     print(f"wrote {path} ({len(html.encode()) / 1024:,.0f} KiB); open it in any browser, offline")
     return 0
@@ -350,7 +414,7 @@ def cmd_export_model(args) -> int:
     size = sum(p.stat().st_size for p in Path(args.output).iterdir())
     print(f"wrote {args.output}/ ({size / 2**20:.1f} MiB): {path.name}, config.json, vocab.json, "
           f"info.json {extra.get('val_bpc_by_corpus', '')}")  # fmt: skip
-    print(f"next: lstmscope info {args.output}")
+    _next(["info", str(args.output)])
     return 0
 
 
@@ -363,16 +427,26 @@ def cmd_detect(args) -> int:
     user = [parse_feature_spec(spec) for spec in args.feature or ()]
     report = detect(store, _csv_list(args.features) if args.features else None, user,
                     top=args.top, out=args.output, progress=not args.quiet)  # fmt: skip
-    best = report.summary.groupby("feature").head(1) if len(report.summary) else report.summary
-    cols = [c for c in ("feature", "neuron", "score", "ap", "auroc", "r") if c in best.columns]
-    print(best[cols].to_string(index=False))
+    if len(report.summary):
+        best = report.summary.groupby("feature").head(1)
+        cols = [c for c in ("feature", "neuron", "score", "ap", "auroc", "r") if c in best.columns]
+        print(best[cols].to_string(index=False))
+    else:
+        print("no feature could be ranked on this store (see the skipped features below)")
+    for nm, why in report.skipped.items():
+        print(f"skipped {nm}: {why}")
     print(f"wrote {args.output}/ (report.html, summary.csv); open report.html in a browser")
-    print(f"next: lstmscope serve {args.store}")
+    _next(["serve", str(args.store)])
     return 0
 
 
 def cmd_serve(args) -> int:
     from interpret.serve import serve
+
+    if args.neuron:  # a bad id names what this store holds, before the server starts
+        from interpret.store import ActivationStore
+
+        _store_neuron(ActivationStore.open(args.store), args.neuron)
 
     serve(args.store, port=args.port, address=args.address, allow_origin=args.allow_origin or (),
           show=args.show, initial=args.neuron)  # fmt: skip
@@ -480,8 +554,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("-o", "--output", required=True, help="store folder")
     r.add_argument("--max-chars", type=int, default=0)
-    r.add_argument("--streams", type=int, default=32, help="parallel streams (1: exact pass)")
-    r.add_argument("--warmup", type=int, default=1000, help="cold characters per stream")
+    r.add_argument(
+        "--streams",
+        type=int,
+        help="parallel streams (1: exact pass; default 32, fewer for a short text)",
+    )
+    r.add_argument("--warmup", type=int,
+                   help="cold characters per stream (default 1000, shorter for a short text); "
+                   "at least half of the text must stay warm")  # fmt: skip
     r.add_argument("--kinds", help="e.g. h,c,i,f,g,o (default: all)")
     r.add_argument("--layers", help="e.g. 0,1 (default: all)")
     r.add_argument("--force", action="store_true", help="replace a different recording")
@@ -499,6 +579,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--card", action="store_true", help="the neuron card: stats and contexts")
     e.add_argument("--title")
     e.add_argument("--colormap")
+    e.add_argument(
+        "--scale", default="quantile",  # interpret.colors.SCALES (not imported: a fast start)
+        choices=("quantile", "linear", "logit", "window", "diff", "detrend"),
+        help="colour scale: quantile (rank among all values; default), linear (the value), logit "
+        "(gates), window (rank in the exported range), diff (change from the previous character), "
+        "detrend (minus a 65-character moving mean)",
+    )  # fmt: skip
     e.add_argument("-o", "--output", required=True)
     e.set_defaults(func=cmd_export)
 

@@ -111,3 +111,54 @@ def test_cuda_without_gpu_is_clear(run_dir):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     assert_clean_error(run("sample", str(run_dir), "--device", "cuda"), "no CUDA GPU")
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 12.10 / 12.11: options an export would drop are refused; messages name what exists
+
+
+@pytest.fixture(scope="module")
+def store_dir(run_dir) -> Path:
+    out = run_dir.parent / "store"
+    assert main(["-q", "record", str(run_dir), "--data", str(run_dir.parent / "code.py"), "-o",
+                 str(out), "--device", "cpu"]) == 0  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--card", "--neuron", "L0.c.2"], ["--card shows one neuron, got 2", "L0.c.1, L0.c.2"]),
+        (["--card", "--find", "def"], ["--card cannot be combined with --find"]),
+        (["--card", "--range", "0:100"], ["--card cannot be combined with --range"]),
+        (["--find", "def", "--range", "0:100"], ["--find searches the whole text"]),
+    ],
+)
+def test_export_refuses_what_it_would_drop(store_dir, tmp_path, extra, needles):
+    res = run(
+        "export", str(store_dir), "--neuron", "L0.c.1", *extra, "-o", str(tmp_path / "x.html")
+    )
+    assert_clean_error(res, *needles)
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_export_card_of_one_neuron_still_works(store_dir, tmp_path):
+    assert main(["export", str(store_dir), "--neuron", "L0.c.1", "--card", "-o",
+                 str(tmp_path / "card.html")]) == 0  # fmt: skip
+    assert (tmp_path / "card.html").stat().st_size > 0
+
+
+def test_text_file_named_pt(tmp_path):
+    (tmp_path / "notes.pt").write_text("just some notes\nnot weights\n")
+    res = run("info", str(tmp_path / "notes.pt"))
+    assert_clean_error(res, "notes.pt", "not a PyTorch checkpoint", "text file")
+    assert "IndexError" not in res.stderr
+
+
+@pytest.mark.parametrize("nid", ["L0.z.3", "L0.x.3", "L0.c.999", "L3.c.0", "cell7"])
+def test_bad_neuron_lists_only_what_the_store_has(store_dir, tmp_path, nid):
+    res = run("export", str(store_dir), "--neuron", nid, "--range", "0:50", "-o",
+              str(tmp_path / "x.html"))  # fmt: skip
+    assert_clean_error(res, "layers 0, kinds h c i f g o, units 0-15")
+    line = res.stderr.strip().splitlines()[-1]
+    assert "GRU" not in line and " r z n" not in line
