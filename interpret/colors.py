@@ -1,16 +1,29 @@
 """Colour scales for neuron activations, shared by the dashboard and the HTML export.
 
 A :class:`Scale` maps a neuron's values to a fixed, small set of colour classes (so the export
-can use one CSS class per colour instead of an inline style per character):
+can use one CSS class per colour instead of an inline style per character). How a value
+becomes a class is the scale's *method* (:data:`SCALES`), the same in the dashboard and in the
+export, and every scale carries a one-line ``description`` the legends print, so a reader
+always knows which one is on:
 
-* signed kinds (``h c g n``) get a *diverging* scale symmetric around 0, with an odd number of
-  colours so that 0 falls in the neutral middle class; its half-width is robust to outliers:
-  ``max(|q01|, |q99|)`` from the neuron's statistics;
-* gates (``i f o r z``, values in (0, 1)) get a *sequential* scale over the fixed range [0, 1],
-  so saturation (the interesting property of a gate) looks the same for every gate.
+* ``quantile`` (the default): colour = the value's rank among all of the neuron's recorded
+  values, interpolated between its stored quantiles (min, 1, 5, 25, 50, 75, 95, 99 %, max).
+  One outlier no longer sets the range. Signed kinds (``h c g n``) rank negatives and
+  positives apart, so 0 stays on the neutral middle colour and blue still means negative;
+* ``linear``: colour = the value itself. Signed kinds: a *diverging* scale symmetric around 0
+  whose half-width is ``max(|q01|, |q99|)``; gates (``i f o r z``, values in (0, 1)): a
+  *sequential* scale over [0, 1];
+* ``logit`` (gates): colour = ``log(v / (1 - v))`` over 0.001 … 0.999, so a saturated gate's
+  0.99 and 0.999 differ; other kinds fall back to ``quantile`` (and the legend says so);
+* ``window``: like ``quantile`` but ranked among the values shown (this window / export);
+* ``diff``: the change from the previous character (the window's first has none: no value);
+* ``detrend``: the value minus its centred :data:`DETREND_WIDTH`-character moving mean.
+  ``diff`` and ``detrend`` show a counter's local steps whatever its magnitude; their
+  diverging range is the shown values' ``max(|q01|, |q99|)``.
 
-Values outside ``[lo, hi]`` are clipped to the end classes; NaN gets its own "no value" class,
-numbered ``len(palette)``.
+``window``, ``diff`` and ``detrend`` depend on the values shown, so they are built from them
+(``scale_for(..., values=...)``) and apply to exactly those values. Values beyond the range
+clip to the end classes; NaN gets its own "no value" class, numbered ``len(palette)``.
 """
 
 from __future__ import annotations
@@ -53,9 +66,33 @@ DEFAULT_N_COLORS = 21
 NAN_COLOR = "#d9d9d9"  # shown with a hatch pattern in HTML, so it is not mistaken for "near 0"
 
 
+SCALES: tuple[str, ...] = ("quantile", "linear", "logit", "window", "diff", "detrend")
+DEFAULT_SCALE = "quantile"
+# What the scale pickers show for each method.
+SCALE_TITLES: dict[str, str] = {
+    "quantile": "quantile (rank)",
+    "linear": "linear (value)",
+    "logit": "logit (gates)",
+    "window": "window (rank here)",
+    "diff": "diff (change)",
+    "detrend": "detrend",
+}
+# Scales whose colours depend on the values shown (built from them, not from the statistics).
+WINDOW_SCALES = frozenset({"window", "diff", "detrend"})
+DETREND_WIDTH = 65  # characters in the centred moving mean that "detrend" subtracts
+LOGIT_LIMIT = 0.999  # the logit scale spans 0.001 … 0.999 (a float16 gate reaches 0.9995)
+# (statistic, probability) of the stored quantiles, the knots of the rank scales.
+_RANK_KNOTS = (("min", 0.0), ("q01", 0.01), ("q05", 0.05), ("q25", 0.25), ("q50", 0.5),
+               ("q75", 0.75), ("q95", 0.95), ("q99", 0.99), ("max", 1.0))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Scale:
-    """How one neuron's values become colour classes ``0 .. len(palette) - 1``."""
+    """How one neuron's values become colour classes ``0 .. len(palette) - 1``.
+
+    The values first pass through ``transform`` (``""`` none, ``"rank"`` piecewise linear
+    through ``(knots, knot_u)``, ``"logit"``, ``"diff"``, ``"detrend"``); the palette then
+    spans ``[lo, hi]`` of the transformed values in equal steps."""
 
     palette: tuple[str, ...]  # hex colours, low -> high
     lo: float
@@ -63,6 +100,12 @@ class Scale:
     center: float
     diverging: bool
     name: str = DEFAULT_DIVERGING
+    method: str = "linear"
+    transform: str = ""
+    knots: tuple[float, ...] = ()  # values, increasing ("rank" transform)
+    knot_u: tuple[float, ...] = ()  # their positions on the colour bar, 0 … 1
+    description: str = ""  # one line for the legend: which scale, and what it spans
+    ticks: tuple[tuple[float, str], ...] = ()  # (position 0 … 1 along the bar, label)
 
     @property
     def n(self) -> int:
@@ -78,8 +121,18 @@ class Scale:
         different ones never collide, even across fragments on one notebook page."""
         return f"p{self.name}{self.n}-{zlib.crc32(','.join(self.palette).encode()):08x}"
 
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The range of raw values the colours cover (for histograms)."""
+        if self.transform == "rank" and self.knots:
+            return self.knots[0], self.knots[-1]
+        if self.transform == "logit":
+            return 0.0, 1.0
+        return self.lo, self.hi
+
     def edges(self) -> np.ndarray:
-        """Class boundaries, ``[n + 1]``: class k covers ``[edges[k], edges[k+1])``."""
+        """Class boundaries of the transformed values, ``[n + 1]``: class k covers
+        ``[edges[k], edges[k+1])``."""
         return np.linspace(self.lo, self.hi, self.n + 1)
 
 
@@ -107,13 +160,118 @@ def _stat(row: Mapping[str, Any] | None, key: str) -> float | None:
 
 
 def robust_stats(values: np.ndarray) -> dict[str, float]:
-    """min/max/q01/q99 of finite values: stand-in statistics when the store has none."""
+    """min, max and the stored quantiles (q01 … q99) of finite values: stand-in statistics
+    when the store has none."""
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     if v.size == 0:
         return {}
-    q01, q99 = np.quantile(v, [0.01, 0.99])
-    return {"min": float(v.min()), "max": float(v.max()), "q01": float(q01), "q99": float(q99)}
+    keys = [k for k, _ in _RANK_KNOTS[1:-1]]
+    qs = np.quantile(v, [p for _, p in _RANK_KNOTS[1:-1]])
+    return {
+        "min": float(v.min()),
+        "max": float(v.max()),
+        **dict(zip(keys, map(float, qs), strict=True)),
+    }
+
+
+def fmt_value(v: float) -> str:
+    """A value for a legend: 3-4 significant digits, thousands separated, a real minus."""
+    if not math.isfinite(v):
+        return "no value"
+    a = abs(v)
+    if a >= 1000:
+        s = f"{v:,.0f}"
+    elif a >= 1 or a == 0:
+        s = f"{v:.3g}"
+    else:
+        s = f"{v:.3g}" if a < 0.9 else f"{v:.4g}"  # gates: 0.9987, not 0.999
+    return s.replace("-", "−")
+
+
+def _rank_knots(row: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, ranks) through the stored quantiles; ties share their middle rank. None when
+    fewer than two distinct values are known (no statistics, a constant neuron)."""
+    pts = [(v, p) for key, p in _RANK_KNOTS if (v := _stat(row, key)) is not None]
+    if len(pts) < 2:
+        return None
+    x = np.maximum.accumulate(np.array([v for v, _ in pts]))  # guard against damaged stats
+    p = np.array([p for _, p in pts])
+    ux, inv = np.unique(x, return_inverse=True)
+    if ux.size < 2:
+        return None
+    up = np.bincount(inv, weights=p) / np.bincount(inv)
+    return ux, up
+
+
+def _signed_ranks(x: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bar positions for a signed neuron: negatives by their rank among negatives onto
+    [0, 0.5], positives among positives onto [0.5, 1], so 0 sits on the middle colour."""
+    if x[0] < 0 < x[-1] and 0.0 not in x:
+        k = int(np.searchsorted(x, 0.0))
+        p = np.insert(p, k, np.interp(0.0, x, p))
+        x = np.insert(x, k, 0.0)
+    p0 = float(np.interp(0.0, x, p)) if x[0] < 0 < x[-1] else (0.0 if x[0] >= 0 else 1.0)
+    neg = 0.5 * p / p0 if p0 > 0 else np.zeros_like(p)
+    pos = 0.5 + 0.5 * (p - p0) / (1 - p0) if p0 < 1 else np.full_like(p, 0.5)
+    u = np.where(x < 0, neg, np.where(x > 0, pos, 0.5))
+    return x, np.clip(np.maximum.accumulate(u), 0.0, 1.0)
+
+
+def _rank_ticks(x: np.ndarray, u: np.ndarray, row: Mapping[str, Any] | None, signed: bool):
+    ticks = [(float(u[0]), fmt_value(float(x[0]))), (float(u[-1]), fmt_value(float(x[-1])))]
+    if signed and x[0] < 0 < x[-1]:
+        ticks.append((0.5, "0"))
+    for key in ("q05", "q95", "q50"):  # in order of preference when labels crowd
+        v = _stat(row, key)
+        if v is not None:
+            ticks.append((float(np.interp(v, x, u)), fmt_value(v)))
+    return tuple(ticks)
+
+
+def _range_note(row: Mapping[str, Any] | None) -> str:
+    q05, q95 = _stat(row, "q05"), _stat(row, "q95")
+    if q05 is None or q95 is None:
+        lo, hi = _stat(row, "min"), _stat(row, "max")
+        return (
+            f"; min…max = {fmt_value(lo)}…{fmt_value(hi)}"
+            if lo is not None and hi is not None
+            else ""
+        )
+    return f"; 5%…95% = {fmt_value(q05)}…{fmt_value(q95)}"
+
+
+def _linear(nid: str, gate: bool, row, pal, name, note: str = "") -> Scale:
+    if gate:
+        ticks = ((0.0, "0"), (0.5, "0.5"), (1.0, "1"))
+        desc = f"{note}linear scale: colour = value, 0 … 1"
+        return Scale(pal, 0.0, 1.0, 0.5, False, name, "linear", description=desc, ticks=ticks)
+    q01, q99 = _stat(row, "q01"), _stat(row, "q99")
+    half = max(abs(q01), abs(q99)) if q01 is not None and q99 is not None else 0.0
+    why = "the larger of |1%|, |99%|; beyond it clipped"
+    if half <= 0.0:
+        lo, hi = _stat(row, "min"), _stat(row, "max")
+        half = max(abs(lo), abs(hi)) if lo is not None and hi is not None else 0.0
+        why = "the larger of |min|, |max|"
+    if half <= 0.0:
+        # No statistics (or a constant-zero neuron): tanh-bounded kinds live in (-1, 1), and
+        # for cells that is a sensible first look too.
+        half, why = 1.0, "no statistics: a default range"
+    ticks = tuple((f, ("≤" if f == 0 else "≥" if f == 1 else "") + fmt_value(-half + 2 * half * f))
+                  for f in (0.0, 0.25, 0.5, 0.75, 1.0))  # fmt: skip
+    desc = f"{note}linear scale: colour = value, ±{fmt_value(half)} ({why})"
+    return Scale(pal, -half, half, 0.0, True, name, "linear", description=desc, ticks=ticks)
+
+
+def _symmetric(t: np.ndarray) -> float:
+    fin = t[np.isfinite(t)]
+    if fin.size == 0:
+        return 1.0
+    q01, q99 = np.quantile(fin, [0.01, 0.99])
+    half = max(abs(float(q01)), abs(float(q99)))
+    if half <= 0:
+        half = float(np.abs(fin).max())
+    return half if half > 0 else 1.0
 
 
 def scale_for(
@@ -122,41 +280,126 @@ def scale_for(
     *,
     colormap: str | None = None,
     n_colors: int | None = None,
+    method: str | None = None,
+    values: np.ndarray | None = None,
 ) -> Scale:
-    """The colour scale for one neuron, from its statistics row (or None: a default range).
+    """The colour scale for one neuron: ``method`` (one of :data:`SCALES`, default
+    :data:`DEFAULT_SCALE`) over its statistics row (or None: a default range).
 
-    ``stats_row`` is a row of ``store.stats`` (a pandas Series) or any mapping with ``q01``,
-    ``q99`` (preferred) or ``min``, ``max``. ``colormap`` is one of :data:`COLORMAPS`; any map
-    works with any kind (a sequential map on a signed neuron puts 0 in the middle shade).
+    ``stats_row`` is a row of ``store.stats`` (a pandas Series) or any mapping with ``min``,
+    ``q01`` … ``q99``, ``max``. ``values`` are the values to be coloured: required by the
+    scales in :data:`WINDOW_SCALES`, ignored by the others. ``colormap`` is one of
+    :data:`COLORMAPS`; any map works with any kind (a sequential map on a signed neuron puts 0
+    in the middle shade).
     """
+    method = method or DEFAULT_SCALE
+    if method not in SCALES:
+        raise ValueError(f"unknown scale {method!r}: choose one of {', '.join(SCALES)}")
     kind = parse_neuron(neuron_id).kind
     gate = kind in GATE_KINDS
-    name = colormap or (DEFAULT_SEQUENTIAL if gate else DEFAULT_DIVERGING)
+    if method in WINDOW_SCALES and values is None:
+        raise ValueError(f"the {method} scale is built from the values shown: pass values=")
+    note = ""
+    if method == "logit" and not gate:
+        note, method = f"logit is for gates; {neuron_id} on the ", "quantile"
+    seq = gate and method not in ("diff", "detrend")
+    name = colormap or (DEFAULT_SEQUENTIAL if seq else DEFAULT_DIVERGING)
     n = n_colors or DEFAULT_N_COLORS
-    if not gate and n % 2 == 0:
+    if not seq and n % 2 == 0:
         n += 1  # keep 0 on the neutral middle colour
     pal = palette(name, n)
-    if gate:
-        return Scale(pal, 0.0, 1.0, 0.5, diverging=False, name=name)
-    q01, q99 = _stat(stats_row, "q01"), _stat(stats_row, "q99")
-    half = max(abs(q01), abs(q99)) if q01 is not None and q99 is not None else 0.0
-    if half <= 0.0:
-        lo, hi = _stat(stats_row, "min"), _stat(stats_row, "max")
-        half = max(abs(lo), abs(hi)) if lo is not None and hi is not None else 0.0
-    if half <= 0.0:
-        # No statistics (or a constant-zero neuron): tanh-bounded kinds live in (-1, 1), and
-        # for cells that is a sensible first look too.
-        half = 1.0
-    return Scale(pal, -half, half, 0.0, diverging=True, name=name)
+    if method == "linear":
+        return _linear(neuron_id, gate, stats_row, pal, name)
+    if method == "logit":
+        lim = math.log(LOGIT_LIMIT / (1 - LOGIT_LIMIT))
+        ticks = tuple(
+            (min(max((math.log(g / (1 - g)) + lim) / (2 * lim), 0.0), 1.0), f"{g:g}")
+            for g in (0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999)
+        )
+        desc = "logit scale: colour = log(v / (1 − v)), 0.001 … 0.999 (0.99 and 0.999 differ)"
+        return Scale(pal, -lim, lim, 0.0, False, name, "logit", "logit", description=desc,
+                     ticks=ticks)  # fmt: skip
+    if method in ("diff", "detrend"):
+        t = transform_values(values, method)
+        half = _symmetric(t)
+        ticks = tuple((f, ("≤" if f == 0 else "≥" if f == 1 else "") + fmt_value(-half + 2 * half * f))
+                      for f in (0.0, 0.25, 0.5, 0.75, 1.0))  # fmt: skip
+        what = (
+            "change from the previous character"
+            if method == "diff"
+            else f"value minus its {DETREND_WIDTH}-character moving mean"
+        )
+        desc = (f"{'first-difference' if method == 'diff' else 'detrended'} scale: colour = "
+                f"{what}, ±{fmt_value(half)} (1%/99% of the {len(t):,} shown)")  # fmt: skip
+        return Scale(pal, -half, half, 0.0, True, name, method, method, description=desc,
+                     ticks=ticks)  # fmt: skip
+    # quantile / window: ranks
+    row = stats_row if method == "quantile" else robust_stats(values)
+    knots = _rank_knots(row)
+    if knots is None and method == "quantile" and values is not None:
+        row = robust_stats(values)
+        knots = _rank_knots(row)
+    if knots is None:
+        why = "no statistics" if row is None or not len(row) else "constant values"
+        return _linear(neuron_id, gate, row, pal, name, f"{note}no quantiles ({why}), so a ")
+    x, u = knots
+    if not seq:
+        x, u = _signed_ranks(x, u)
+    among = (f"all of {neuron_id}'s values" if method == "quantile"
+             else f"the {int(np.isfinite(np.asarray(values, float)).sum()):,} values shown")  # fmt: skip
+    split = "" if seq else " (negatives and positives apart, 0 = middle)"
+    desc = f"{note}{method} scale: colour = rank among {among}{split}{_range_note(row)}"
+    return Scale(
+        pal, 0.0, 1.0, 0.5 if not seq else 0.0, not seq, name, method, "rank",
+        tuple(map(float, x)), tuple(map(float, u)), desc, _rank_ticks(x, u, row, not seq),
+    )  # fmt: skip
+
+
+def transform_values(values: np.ndarray, transform: str, scale: Scale | None = None) -> np.ndarray:
+    """``values`` as the scale's colour bar measures them (float64)."""
+    v = np.asarray(values, dtype=np.float64)
+    if transform in ("", "linear"):
+        return v
+    if transform == "rank":
+        if scale is None:
+            raise ValueError("the rank transform needs the scale's knots")
+        return np.interp(v, scale.knots, scale.knot_u)
+    if transform == "logit":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.clip(v, 1e-7, 1 - 1e-7)
+            return np.where(np.isnan(v), np.nan, np.log(c) - np.log1p(-c))
+    if transform == "diff":
+        out = np.empty_like(v)
+        out[:1] = np.nan  # the first character shown has no previous one
+        np.subtract(v[1:], v[:-1], out=out[1:])
+        return out
+    if transform == "detrend":
+        return v - moving_mean(v, DETREND_WIDTH)
+    raise ValueError(f"unknown transform {transform!r}")
+
+
+def moving_mean(v: np.ndarray, width: int) -> np.ndarray:
+    """Centred mean over ``width`` values (fewer at the ends; NaNs skipped)."""
+    v = np.asarray(v, dtype=np.float64)
+    ok = np.isfinite(v)
+    csum = np.concatenate(([0.0], np.cumsum(np.where(ok, v, 0.0))))
+    ccnt = np.concatenate(([0], np.cumsum(ok)))
+    i = np.arange(v.size)
+    a = np.maximum(i - width // 2, 0)
+    b = np.minimum(i + width // 2 + 1, v.size)
+    cnt = ccnt[b] - ccnt[a]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, (csum[b] - csum[a]) / np.maximum(cnt, 1), np.nan)
 
 
 def quantize(values: np.ndarray, scale: Scale) -> np.ndarray:
     """Colour class of each value: ints in ``0 .. n-1``, NaN -> ``scale.nan_class``.
 
-    Monotone non-decreasing in the value (subtracting and multiplying by a positive constant
-    and ``floor`` are all monotone in IEEE arithmetic); values beyond the range clip to the ends.
+    For the pointwise scales (linear, quantile, window, logit) monotone non-decreasing in the
+    value (each step is monotone in IEEE arithmetic); values beyond the range clip to the ends.
+    ``diff`` and ``detrend`` read neighbours: pass the values the scale was built for.
     """
-    v = np.asarray(values, dtype=np.float64)
+    v = transform_values(values, scale.transform, scale)
     n = scale.n
     width = scale.hi - scale.lo
     k = n / width if width > 0 else 0.0
@@ -165,6 +408,28 @@ def quantize(values: np.ndarray, scale: Scale) -> np.ndarray:
     out = np.floor(np.nan_to_num(t, nan=0.0)).astype(np.int16)
     out[np.isnan(v)] = scale.nan_class
     return out
+
+
+def legend_ticks(
+    scale: Scale, bar_px: float, char_px: float = 6.5, gap_px: float = 6.0
+) -> list[tuple[float, str, str]]:
+    """The scale's tick labels that fit under a bar ``bar_px`` wide without overlapping:
+    ``(x in px from the bar's left, label, anchor)`` with anchor ``start``/``middle``/``end``
+    (the ends keep inside the bar). Ends first, then the others in order; a label that would
+    touch a kept one is dropped."""
+    kept: list[tuple[float, float, float, str, str]] = []  # (left, right, x, label, anchor)
+    ticks = sorted(scale.ticks, key=lambda t: 0 if t[0] in (0.0, 1.0) else 1)
+    for f, label in ticks:
+        w = len(label) * char_px
+        x = f * bar_px
+        anchor = "start" if f <= 0.0 else "end" if f >= 1.0 else "middle"
+        left = x if anchor == "start" else x - w if anchor == "end" else x - w / 2
+        left = min(max(left, 0.0), max(bar_px - w, 0.0))
+        right = left + w
+        if any(left < r + gap_px and l < right + gap_px for l, r, *_ in kept):  # noqa: E741
+            continue
+        kept.append((left, right, x, label, anchor))
+    return [(x, label, anchor) for _, _, x, label, anchor in sorted(kept)]
 
 
 def _luminance(hex_color: str) -> float:

@@ -52,7 +52,17 @@ import numpy as np
 import regex
 
 from interpret import __version__
-from interpret.colors import Scale, quantize, robust_stats, scale_for, text_colors
+from interpret.colors import (
+    DEFAULT_SCALE,
+    SCALES,
+    WINDOW_SCALES,
+    Scale,
+    legend_ticks,
+    quantize,
+    robust_stats,
+    scale_for,
+    text_colors,
+)
 from interpret.io import atomic_write_text
 from interpret.names import GATE_KINDS, KIND_NAMES, parse_neuron
 
@@ -151,7 +161,7 @@ overflow-x:auto;border:1px solid #ddd;padding:6px 8px}
 .lsx .hit{outline:2px solid #222;outline-offset:0}
 .lsx .h{text-decoration:underline;text-decoration-thickness:2px;text-underline-offset:3px}
 .lsx .legend{display:block;margin:4px 0}
-.lsx .legends{display:flex;flex-wrap:wrap;gap:4px 24px}
+.lsx .legends{margin:2px 0 6px}
 .lsx table.stats{border-collapse:collapse;font-size:12px}
 .lsx table.stats td{padding:1px 8px;border-bottom:1px solid #eee}
 .lsx .cardtop{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
@@ -300,41 +310,44 @@ def _line_chunks(text: str, wrap: int) -> list[tuple[int, int]]:
     return out
 
 
-def _legend_svg(scale: Scale, label: str = "", width: int = 300) -> str:
-    """A colour bar with numeric ticks (inline SVG, no JS)."""
+def legend_html(scale: Scale, label: str = "", bar_width: int = 240) -> str:
+    """A colour bar with tick labels that never overlap (inline SVG, no JS), and beside it the
+    label and the scale's description (which scale is on, what it spans). Inline styles only,
+    so the same markup works in an export and in a dashboard ``Div``."""
     n = scale.n
-    bar_x, bar_w, bar_h = 6, width - 12, 14
-    top = 16 if label else 2
-    bw = bar_w / n
+    bar_x, bar_h, top = 4, 12, 2
+    width = bar_width + 2 * bar_x
+    bw = bar_width / n
     parts = [
-        f'<svg class="legend" width="{width}" height="{top + bar_h + 18}" role="img" '
-        f'aria-label="{_attr(f"colour scale {label}")}" font-family="sans-serif" font-size="11">'
+        '<div class="legend-item" style="display:flex;gap:10px;align-items:flex-start;'
+        'margin:3px 0">',
+        f'<svg class="legend" width="{width}" height="{top + bar_h + 16}" role="img" '
+        f'aria-label="{_attr(f"colour scale {label}: {scale.description}")}" '
+        'font-family="sans-serif" font-size="11" style="flex:none">',
     ]
-    if label:
-        parts.append(f'<text x="{bar_x}" y="11" fill="#333">{html.escape(label)}</text>')
     for i, col in enumerate(scale.palette):
         parts.append(
             f'<rect x="{bar_x + i * bw:.2f}" y="{top}" width="{bw + 0.3:.2f}" height="{bar_h}" '
             f'fill="{col}"/>'
         )
     parts.append(
-        f'<rect x="{bar_x}" y="{top}" width="{bar_w}" height="{bar_h}" fill="none" stroke="#999"/>'
+        f'<rect x="{bar_x}" y="{top}" width="{bar_width}" height="{bar_h}" fill="none" '
+        'stroke="#999"/>'
     )
-    fracs = (0.0, 0.25, 0.5, 0.75, 1.0) if scale.diverging else (0.0, 0.5, 1.0)
-    for f in fracs:
-        v = scale.lo + f * (scale.hi - scale.lo)
-        txt = f"{v:.3g}"
-        if scale.diverging and f in (0.0, 1.0):
-            txt = ("≤" if f == 0.0 else "≥") + txt  # robust scales clip the tails
-        anchor = "start" if f == 0.0 else "end" if f == 1.0 else "middle"
-        x = bar_x + f * bar_w
+    for x, txt, anchor in legend_ticks(scale, bar_width):
+        x += bar_x
         parts.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + bar_h}" y2="{top + bar_h + 3}" '
             'stroke="#666"/>'
-            f'<text x="{x:.1f}" y="{top + bar_h + 14}" text-anchor="{anchor}" fill="#333">'
+            f'<text x="{x:.1f}" y="{top + bar_h + 13}" text-anchor="{anchor}" fill="#333">'
             f"{html.escape(txt)}</text>"
         )
     parts.append("</svg>")
+    name = f"<b>{html.escape(label)}</b> · " if label else ""
+    parts.append(
+        '<div class="scale-desc" style="font-size:12px;line-height:1.3;color:#555">'
+        f"{name}{html.escape(scale.description)}</div></div>"
+    )
     return "".join(parts)
 
 
@@ -391,7 +404,7 @@ def render_text_html(
         out.append('<div class="legends">')
         for lab, sc in zip(labels, scales, strict=True):
             note = _kind_note(lab)
-            out.append(_legend_svg(sc, f"{lab} ({note})" if note else lab))
+            out.append(legend_html(sc, f"{lab} · {note}" if note else lab))
         out.append("</div>")
     if k == 1:
         out.append(
@@ -483,7 +496,7 @@ def _matches_fragment(
         out.append(f'<div class="meta">{html.escape(note)}</div>')
     out.append('<div class="legends">')
     for lab, sc in zip(labels, scales, strict=True):
-        out.append(_legend_svg(sc, lab))
+        out.append(legend_html(sc, lab))
     out.append("</div>")
     out.append(_kwic_open(2 + (k > 1)))
     for i, (text, vals, offset, (a, b)) in enumerate(pieces):
@@ -817,12 +830,13 @@ def render_card(
     out.append("<div>")
     if hist is not None:
         # Display range: [0, 1] for gates, else the neuron's own min..max when known.
-        lo, hi = (scale.lo, scale.hi) if not scale.diverging else (None, None)
-        if scale.diverging and stats is not None:
+        gate = nrn.kind in GATE_KINDS
+        lo, hi = (0.0, 1.0) if gate else (None, None)
+        if not gate and stats is not None:
             lo, hi = _stat_or_none(stats, "min"), _stat_or_none(stats, "max")
         counts, edges = rebin_hist(hist[0], hist[1], lo, hi)
         out.append(_histogram_svg(counts, edges, scale))
-    out.append(_legend_svg(scale, "colour scale"))
+    out.append(legend_html(scale, "colour scale"))
     out.append("</div></div>")
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in recs:
@@ -940,9 +954,23 @@ def _stats_row(store: Any, nid: str) -> Mapping[str, Any] | None:
     return row if hasattr(row, "keys") and not hasattr(row, "columns") else None
 
 
+def _check_scale(scale: str | None) -> str:
+    scale = scale or DEFAULT_SCALE
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+    return scale
+
+
 def _scales(
-    store: Any, ids: list[str], vals: np.ndarray | None, colormap: str | None
+    store: Any,
+    ids: list[str],
+    vals: np.ndarray | None,
+    colormap: str | None,
+    scale: str | None = None,
 ) -> list[Scale]:
+    """One scale per neuron, as the dashboard builds it for the same values (``vals`` are
+    the values shown, ``[T, K]``: the window scales are built from them)."""
+    method = _check_scale(scale)
     out = []
     for j, nid in enumerate(ids):
         row = _stats_row(store, nid)
@@ -951,7 +979,8 @@ def _scales(
             # differs between exports of the same neuron).
             log.info("no statistics for %s: scaling to the exported values", nid)
             row = robust_stats(vals[:, j])
-        out.append(scale_for(nid, row, colormap=colormap))
+        shown = vals[:, j] if vals is not None else None
+        out.append(scale_for(nid, row, colormap=colormap, method=method, values=shown))
     return out
 
 
@@ -977,10 +1006,11 @@ def _range_fragment(
     wrap: int,
     max_chars: int,
     title: str | None = None,
+    scale: str | None = None,
 ) -> str:
     _check_range(store, start, stop, max_chars)
     vals = np.asarray(store.window(start, stop, ids), dtype=np.float32)  # [T, K]
-    scales = _scales(store, ids, vals, colormap)
+    scales = _scales(store, ids, vals, colormap, scale)
     return render_text_html(
         store.text[start:stop],
         vals,
@@ -1000,7 +1030,7 @@ def _header(title: str, lines: Sequence[str]) -> str:
 
 # Plain text (escaped on output); says how control characters and newlines are drawn.
 _HOW_TO_READ = (
-    "Each neuron is coloured on its own scale (legend). ↵ marks a newline; control "
+    "Each neuron is coloured on its own scale (legend: which scale, and what it spans). ↵ marks a newline; control "
     "characters are shown as escapes in a dotted box (\\r, \\0, \\x85, \\u202e)."
 )
 
@@ -1016,20 +1046,23 @@ def export_range(
     tooltips: Tooltips = "auto",
     wrap: int = DEFAULT_WRAP,
     max_chars: int = MAX_EXPORT_CHARS,
+    scale: str | None = None,
 ) -> str:
-    """A standalone HTML document: corpus ``[start, stop)`` coloured by one or more neurons."""
+    """A standalone HTML document: corpus ``[start, stop)`` coloured by one or more neurons,
+    each on the colour ``scale`` (one of :data:`~interpret.colors.SCALES`; default quantile)."""
     t0 = time.perf_counter()
     ids = _neuron_ids(neurons)
+    method = _check_scale(scale)
     title = title or f"{', '.join(ids[:4])}{' …' if len(ids) > 4 else ''} · {start}–{stop}"
     body = _range_fragment(
         store, ids, start, stop, colormap=colormap, tooltips=tooltips, wrap=wrap,
-        max_chars=max_chars,
+        max_chars=max_chars, scale=method,
     )  # fmt: skip
     head = _header(
         title,
         [
             f"characters {start}–{stop} of {store.n} · neurons {', '.join(ids)} · "
-            f"lstmscope {__version__}",
+            f"{method} colour scale · lstmscope {__version__}",
             _HOW_TO_READ,
         ],
     )
@@ -1049,10 +1082,13 @@ def export_find(
     title: str | None = None,
     colormap: str | None = None,
     tooltips: Tooltips = "auto",
+    scale: str | None = None,
 ) -> str:
     """A standalone HTML document: every match of ``pattern`` (up to ``max_matches``) in its
-    context, coloured by the neurons, matches aligned for comparison."""
+    context, coloured by the neurons, matches aligned for comparison. The window ``scale``s
+    are built from all the snippets shown (``diff`` restarts in each)."""
     ids = _neuron_ids(neurons)
+    method = _check_scale(scale)
     if not 0 <= context <= 10_000:
         raise ValueError(f"context must be in [0, 10000], got {context}")
     if not 1 <= max_matches <= MAX_FIND_MATCHES:
@@ -1067,7 +1103,7 @@ def export_find(
         vals = np.asarray(store.window(lo, hi, ids), dtype=np.float32)
         pieces.append((text[lo:hi], vals, lo, (a - lo, b_vis - lo)))
     shown = np.concatenate([p[1] for p in pieces]) if pieces else None
-    scales = _scales(store, ids, shown, colormap)
+    scales = _scales(store, ids, shown, colormap, method)
     count = f"{len(matches)}{'+' if more else ''} match{'es' if len(matches) != 1 else ''}"
     title = title or f"/{pattern[:80]}/ · {', '.join(ids[:4])}"
     if matches:
@@ -1080,7 +1116,7 @@ def export_find(
     head = _header(
         title,
         [f"pattern /{pattern[:200]}/ · {count} in {n} characters · context {context} · "
-         f"lstmscope {__version__}", _HOW_TO_READ],
+         f"{method} colour scale · lstmscope {__version__}", _HOW_TO_READ],
     )  # fmt: skip
     return html_document(head + "\n" + body, title=title)
 
@@ -1105,8 +1141,12 @@ def card_fragment(
     k: int = 8,
     context: int = 40,
     heading: bool = True,
+    scale: str | None = None,
 ) -> str:
-    """The neuron card as a fragment (see :func:`export_card`)."""
+    """The neuron card as a fragment (see :func:`export_card`). A card shows the neuron's
+    whole distribution, so a window ``scale`` (built from the values shown) becomes quantile."""
+    method = _check_scale(scale)
+    method = "quantile" if method in WINDOW_SCALES else method
     ids = _neuron_ids(neuron)
     if len(ids) != 1:
         raise ValueError(f"a card shows exactly one neuron, got {len(ids)}")
@@ -1136,8 +1176,8 @@ def card_fragment(
             if full is not None
             else np.asarray(store.window(r["start"], r["stop"], [nid]), dtype=np.float32)[:, 0]
         )
-    scale = scale_for(nid, stats, colormap=colormap)
-    return render_card(nid, scale, recs, stats=stats, hist=hist, heading=heading)
+    sc = scale_for(nid, stats, colormap=colormap, method=method)
+    return render_card(nid, sc, recs, stats=stats, hist=hist, heading=heading)
 
 
 def export_card(
@@ -1148,6 +1188,7 @@ def export_card(
     colormap: str | None = None,
     k: int = 8,
     context: int = 40,
+    scale: str | None = None,
 ) -> str:
     """A standalone HTML document: one neuron's statistics, histogram and contexts.
 
@@ -1156,7 +1197,7 @@ def export_card(
     """
     nid = _neuron_ids(neuron)[0]
     body = card_fragment(
-        store, nid, contexts, colormap=colormap, k=k, context=context, heading=False
+        store, nid, contexts, colormap=colormap, k=k, context=context, heading=False, scale=scale
     )
     head = _header(f"Neuron {nid}", [f"{store.n} characters · lstmscope {__version__}"])
     return html_document(head + "\n" + body, title=f"lstmscope · {nid}")
@@ -1187,6 +1228,7 @@ class NeuronView:
         tooltips: Tooltips = "auto",
         wrap: int = DEFAULT_WRAP,
         max_chars: int = 50_000,
+        scale: str | None = None,
     ) -> None:
         self.store = store
         self.neurons = _neuron_ids(neurons)
@@ -1196,6 +1238,7 @@ class NeuronView:
         self.tooltips = tooltips
         self.wrap = wrap
         self.max_chars = max_chars
+        self.scale = _check_scale(scale)
         _check_range(store, self.start, self.stop, max_chars)
 
     def __repr__(self) -> str:
@@ -1204,14 +1247,14 @@ class NeuronView:
     def _repr_html_(self) -> str:
         return _range_fragment(
             self.store, self.neurons, self.start, self.stop, colormap=self.colormap,
-            tooltips=self.tooltips, wrap=self.wrap, max_chars=self.max_chars,
+            tooltips=self.tooltips, wrap=self.wrap, max_chars=self.max_chars, scale=self.scale,
         )  # fmt: skip
 
     def to_html(self, title: str | None = None) -> str:
         return export_range(
             self.store, self.neurons, self.start, self.stop, title=title,
             colormap=self.colormap, tooltips=self.tooltips, wrap=self.wrap,
-            max_chars=self.max_chars,
+            max_chars=self.max_chars, scale=self.scale,
         )  # fmt: skip
 
     def save(self, path: str | Path, title: str | None = None) -> Path:

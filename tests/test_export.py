@@ -9,6 +9,7 @@ with JavaScript disabled and offline, and reads the screenshot's pixels.
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import itertools
 import logging
@@ -27,7 +28,9 @@ from hypothesis import strategies as st
 from interpret.colors import (
     COLORMAPS,
     DEFAULT_N_COLORS,
+    SCALES,
     Scale,
+    fmt_value,
     palette,
     quantize,
     robust_stats,
@@ -282,19 +285,23 @@ def text_nodes(dom: Dom) -> list[Node]:
 
 
 def test_diverging_scale_is_symmetric_robust_and_odd():
-    s = scale_for("L1.c.137", {"q01": -3.0, "q99": 1.5, "min": -40.0, "max": 9.0})
+    s = scale_for("L1.c.137", {"q01": -3.0, "q99": 1.5, "min": -40.0, "max": 9.0}, method="linear")
     assert (s.lo, s.hi, s.center, s.diverging) == (-3.0, 3.0, 0.0, True)
     assert s.n % 2 == 1 and s.n == DEFAULT_N_COLORS
     assert quantize(np.array([0.0]), s)[0] == s.n // 2  # 0 is the neutral middle
     assert scale_for("L0.h.1", None, n_colors=10).n == 11  # diverging stays odd
     # Fallbacks: min/max when quantiles are missing or zero; +-1 when nothing is known.
-    assert scale_for("L0.h.1", pd.Series({"min": -0.5, "max": 0.25})).hi == 0.5
-    assert scale_for("L0.h.1", {"q01": 0.0, "q99": 0.0, "min": -2, "max": 1}).hi == 2.0
-    assert scale_for("L0.g.1", {"q01": float("nan")}).hi == 1.0
+    lin = functools.partial(scale_for, method="linear")
+    assert lin("L0.h.1", pd.Series({"min": -0.5, "max": 0.25})).hi == 0.5
+    assert lin("L0.h.1", {"q01": 0.0, "q99": 0.0, "min": -2, "max": 1}).hi == 2.0
+    assert lin("L0.g.1", {"q01": float("nan")}).hi == 1.0
+    # Without statistics the default (quantile) scale falls back to linear, and says so.
+    none = scale_for("L0.g.1", {"q01": float("nan")})
+    assert none.method == "linear" and "no quantiles" in none.description
 
 
 def test_gate_scale_is_sequential_on_unit_interval():
-    s = scale_for("L1.f.3", {"q01": 0.4, "q99": 0.6})
+    s = scale_for("L1.f.3", {"q01": 0.4, "q99": 0.6}, method="linear")
     assert (s.lo, s.hi, s.diverging) == (0.0, 1.0, False)
     assert quantize(np.array([0.0, 0.999999, 1.0]), s).tolist() == [0, s.n - 1, s.n - 1]
 
@@ -302,7 +309,13 @@ def test_gate_scale_is_sequential_on_unit_interval():
 def test_quantize_is_monotone_clips_and_has_a_nan_class():
     rng = np.random.default_rng(1)
     v = np.sort(np.concatenate([rng.normal(0, 3, 5000), [-np.inf, np.inf, 1e300, -1e300]]))
-    for s in (scale_for("L1.c.1", {"q01": -2, "q99": 2}), scale_for("L1.i.1", None)):
+    pointwise = [scale_for("L1.c.1", {"q01": -2, "q99": 2}), scale_for("L1.i.1", None)]
+    pointwise += [
+        scale_for("L1.c.1", robust_stats(v[4:-4]), method=m) for m in ("quantile", "linear")
+    ]
+    pointwise += [scale_for("L1.i.1", None, method="logit")]
+    pointwise += [scale_for("L1.c.1", None, method="window", values=v[4:-4])]
+    for s in pointwise:
         c = quantize(v, s)
         assert np.all(np.diff(c) >= 0)
         assert c.min() == 0 and c.max() == s.n - 1
@@ -428,7 +441,7 @@ def test_colour_class_of_each_character_is_monotone_in_its_activation():
     text = (CODE * 2).replace("'", '"')  # no escapes: one parsed character per position
     v = walk(len(text), seed=4, sd=0.2)
     v[::97] = np.nan
-    scale = scale_for("L1.c.137", robust_stats(v))
+    scale = scale_for("L1.c.137", robust_stats(v), method="linear")  # runs long enough to merge
     for tooltips in ("char", "run"):
         dom = Dom(render_text_html(text, v, scale, start=1000, tooltips=tooltips))
         (node,) = text_nodes(dom)
@@ -572,10 +585,18 @@ def test_export_range_uses_the_stored_scale_and_validates():
     assert dom.root.find_all("title")[0].text() == "two <neurons>"
     rows = text_nodes(dom)
     assert "".join(r.text() for r in rows[0::2]) == visible_text(store.text[10:400])
+    assert "quantile colour scale" in doc  # the default, said in the header and each legend
+    desc = [n.text() for n in dom.root.find_all(cls="scale-desc")]
+    assert len(desc) == 2 and all("quantile scale: colour = rank among all of" in d for d in desc)
+    lin = export_range(store, ["L1.c.137", "L1.f.3"], 10, 400, scale="linear")
+    dom = assert_standalone_and_safe(lin)
     half = max(abs(store.stats.loc["L1.c.137", "q01"]), abs(store.stats.loc["L1.c.137", "q99"]))
     legend_ticks = [n.text() for n in dom.root.find_all("text")]
-    assert f"≥{half:.3g}" in legend_ticks  # the legend shows the stored robust range
+    assert f"≥{fmt_value(half)}" in legend_ticks  # the legend shows the stored robust range
     assert "1" in legend_ticks and "0" in legend_ticks  # the gate's [0, 1]
+    assert "linear colour scale" in lin and "linear scale: colour = value" in lin
+    with pytest.raises(ValueError, match="unknown scale 'log'"):
+        export_range(store, "L1.c.137", 0, 10, scale="log")
     for bad in [(-1, 5), (5, 5), (0, store.n + 1)]:
         with pytest.raises(ValueError, match="not inside"):
             export_range(store, "L1.c.137", *bad)
@@ -585,6 +606,31 @@ def test_export_range_uses_the_stored_scale_and_validates():
         export_range(store, "L1.x.1", 0, 10)
     with pytest.raises(ValueError, match="no neurons"):
         export_range(store, [], 0, 10)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_export_says_which_scale_colours_it(scale):
+    store = demo_store()
+    ids = ["L1.c.137", "L1.f.3"]
+    doc = export_range(store, ids, 10, 400, scale=scale)
+    dom = assert_standalone_and_safe(doc)
+    assert f"{scale} colour scale" in doc  # the header
+    desc = [n.text() for n in dom.root.find_all(cls="scale-desc")]
+    assert len(desc) == 2 and all(" scale" in d for d in desc), desc
+    # The colours are the library's for exactly the values shown.
+    vals = store.window(10, 400, ids)
+    rows = text_nodes(dom)
+    for j, nid in enumerate(ids):
+        sc = scale_for(nid, store.stats.loc[nid], method=scale, values=vals[:, j])
+        cells = [c for r in rows[j::2] for c in r.char_cells()]
+        assert [colour_class(span) for _, span in cells] == quantize(vals[:, j], sc).tolist()
+    found = export_find(store, ids, r"self\.\w+", context=8, max_matches=3, scale=scale)
+    assert f"{scale} colour scale" in found
+    card = export_card(store, "L1.c.137", scale=scale)  # a card is never a window's
+    want = "quantile" if scale in ("window", "diff", "detrend", "logit") else scale
+    assert f"{want} scale" in card and "colour scale" in card  # logit: for gates only
+    view = NeuronView(store, ids, 10, 400, scale=scale)
+    assert view._repr_html_().count('class="scale-desc"') == 2
 
 
 def test_card_with_fallback_contexts():

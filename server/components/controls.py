@@ -1,5 +1,9 @@
-"""The side panel: neuron pickers, paging, jump, find, feature track, export, and the message
-line. Widgets only; ``main.py`` wires their callbacks to the view state."""
+"""The control panel: neuron pickers, paging, jump, find, feature track, colour scale, export,
+and the message line. Widgets only; ``main.py`` wires their callbacks to the view state.
+
+The widgets come in four groups of :data:`WIDTH` pixels (neuron, page, find, view) laid out
+side by side in a row that wraps (:meth:`Controls.toolbar`), so the panel takes a strip across
+the top of a wide window instead of a column beside the text."""
 
 from __future__ import annotations
 
@@ -9,15 +13,19 @@ from typing import ClassVar
 from bokeh.layouts import column, row
 from bokeh.models import Button, CheckboxGroup, Div, Select, Spinner, TextInput
 
+from interpret.colors import SCALE_TITLES, SCALES
 from interpret.features import FEATURES
 from interpret.names import KIND_NAMES, parse_neuron
 
 from .shared import Shared
-from .state import PAGE_SIZES, ViewState
+from .state import LANE_MODES, PAGE_SIZES, ViewState
 
 WIDTH = 280
 MARGIN = 10  # Bokeh puts 5 px around each widget
 NO_FEATURE = "(none)"
+LANE_TITLES = {"thin": "thin strip", "row": "full row", "off": "hidden"}
+# Lets a row of fixed-width groups wrap onto the next line when the window is narrow.
+WRAP_ROW = ":host { flex-wrap: wrap; row-gap: 4px; }"
 
 
 class Message:
@@ -32,7 +40,9 @@ class Message:
     }
 
     def __init__(self) -> None:
-        self.root = Div(text="", name="message", css_classes=["ls-message"], width=990)
+        self.root = Div(
+            text="", name="message", css_classes=["ls-message"], sizing_mode="stretch_width"
+        )
         self.kind = ""
         self.text = ""
 
@@ -139,6 +149,22 @@ class Controls:
             css_classes=["ls-feature"],
         )
         self.feature_info = Div(text="", width=w, styles={"font-size": "11px", "color": "#555"})
+        self.scale = Select(
+            title="Colour scale",
+            options=[(k, SCALE_TITLES[k]) for k in SCALES],
+            value=SCALES[0],
+            width=w - 110 - 2 * MARGIN,
+            name="scale",
+            css_classes=["ls-scale"],
+        )
+        self.lane = Select(
+            title="Feature track",
+            options=[(k, LANE_TITLES[k]) for k in LANE_MODES],
+            value=LANE_MODES[0],
+            width=110,
+            name="lane",
+            css_classes=["ls-lane"],
+        )
         self.export = Button(
             label="Export view as HTML",
             button_type="primary",
@@ -146,23 +172,38 @@ class Controls:
             name="export",
             css_classes=["ls-export"],
         )
-        self.root = column(
-            self.info,
-            row(self.layer, self.kind, self.unit),
-            self.neuron,
-            row(self.pin, self.clear_pins),
-            Div(text="<b>Page</b>", width=w),
-            row(self.prev_page, self.next_page, self.page_size),
-            self.page_info,
-            self.goto,
-            row(self.find, column(Div(text="", height=14), self.find_regex)),
-            row(self.find_prev, self.find_next, self.find_info),
-            self.feature,
-            self.feature_info,
-            self.export,
-            width=w,
-            name="controls",
-        )
+        self.groups = [
+            column(
+                row(self.layer, self.kind, self.unit),
+                self.neuron,
+                row(self.pin, self.clear_pins),
+                width=w,
+                name="controls_neuron",
+            ),
+            column(
+                self.info,
+                row(self.prev_page, self.next_page, self.page_size),
+                self.page_info,
+                self.goto,
+                width=w,
+                name="controls_page",
+            ),
+            column(
+                row(self.find, column(Div(text="", height=14), self.find_regex)),
+                row(self.find_prev, self.find_next, self.find_info),
+                self.feature,
+                self.feature_info,
+                width=w,
+                name="controls_find",
+            ),
+            column(
+                row(self.scale, self.lane),
+                self.export,
+                width=w,
+                name="controls_view",
+            ),
+        ]
+        self.root = row(*self.groups, name="controls", stylesheets=[WRAP_ROW])
 
     def update(self, state: ViewState, n: int) -> None:
         """Show ``state`` in the widgets (the caller suppresses the resulting callbacks)."""
@@ -183,3 +224,5 @@ class Controls:
             self.feature_info.text = ""
         self.find.value = state.find
         self.find_regex.active = [0] if state.regex else []
+        self.scale.value = state.scale
+        self.lane.value = state.lane

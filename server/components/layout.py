@@ -19,11 +19,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from interpret.colors import NAN_COLOR, Scale, palette, quantize, text_colors
+from interpret.colors import NAN_COLOR, Scale, fmt_value, palette, quantize, text_colors
 from interpret.export import visible_text
 
 TAB = 4  # tab stops, as in the export's CSS (tab-size: 4)
-WRAP = 100  # cells per display line; longer lines continue on the next row
+WRAP = 80  # cells per display line (79 characters and a newline); longer lines continue below
 NEWLINE_MARK = "↵"
 TAB_MARK = "→"
 FEATURE_COLORMAP = "Greys"
@@ -137,23 +137,66 @@ def char_cells(text: str, wrap: int = WRAP, tab: int = TAB) -> CharCells:
     )
 
 
+STRIP = 0.4  # rows: the height of a thin feature strip under the text of each line
+STRIP_GAP = 0.05  # rows between a line's last text row and its strip
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """Where a display line's lanes sit: ``y`` (row centres, from the line's first row),
+    ``h`` (heights in rows) and ``pitch`` (rows from one display line to the next).
+
+    Text lanes are one row each, stacked with a blank separator row after them when there
+    are several; a *strip* (a thin feature track, no text) sits under the last text row."""
+
+    y: tuple[float, ...]
+    h: tuple[float, ...]
+    pitch: float
+
+    @property
+    def count(self) -> int:
+        return len(self.y)
+
+    @property
+    def bottom(self) -> float:
+        """The lower edge of the last lane, from the centre of the line's first row."""
+        return self.y[-1] + self.h[-1] / 2
+
+
+def lane_layout(lanes: int, strip: bool = False) -> Lanes:
+    """``lanes`` lanes per display line, the last a thin strip when ``strip``."""
+    text = lanes - 1 if strip else lanes
+    y = [float(j) for j in range(text)]
+    h = [1.0] * text
+    if strip:
+        y.append(text - 0.5 + STRIP_GAP + STRIP / 2)
+        h.append(STRIP)
+        # One neuron: the strip and a small gap; stacked: the strip, then the separator row.
+        pitch = text + STRIP_GAP + STRIP + (1.0 if text > 1 else 2 * STRIP_GAP)
+    else:
+        pitch = float(lanes_per_line(lanes))
+    return Lanes(tuple(y), tuple(h), pitch)
+
+
 def lanes_per_line(lanes: int) -> int:
     """Rows one display line takes: one per lane, plus a blank separator when stacked."""
     return lanes + 1 if lanes > 1 else 1
 
 
-def grid(cells: CharCells, lanes: int) -> dict[str, np.ndarray]:
+def grid(cells: CharCells, lanes: int, strip: bool = False) -> dict[str, np.ndarray]:
     """Glyph positions for ``lanes`` stacked rows per line (Karpathy et al.'s figures): each
-    display line of text is repeated once per neuron (and once for a feature track), so one
-    character's values line up vertically. Arrays ``[T * lanes]``, lane-major."""
+    display line of text is repeated once per neuron (and once for a feature track, a thin
+    strip when ``strip``), so one character's values line up vertically. Arrays
+    ``[T * lanes]``, lane-major; ``h`` is each cell's height in rows."""
     T = len(cells.glyph)
-    per = lanes_per_line(lanes)
+    lay = lane_layout(lanes, strip)
     lane = np.repeat(np.arange(lanes, dtype=np.int32), T)
     idx = np.tile(np.arange(T, dtype=np.int32), lanes)
     x = np.tile(cells.col + cells.width / 2.0, lanes)
-    y = np.tile(cells.line * per, lanes) + lane
+    y = np.tile(cells.line * lay.pitch, lanes) + np.asarray(lay.y)[lane]
     w = np.tile(cells.width, lanes).astype(np.float64)
-    return {"x": x, "y": y.astype(np.float64), "w": w, "i": idx, "lane": lane}
+    h = np.asarray(lay.h)[lane]
+    return {"x": x, "y": y.astype(np.float64), "w": w, "h": h, "i": idx, "lane": lane}
 
 
 @dataclass(frozen=True)
@@ -189,10 +232,11 @@ def color_index(values: np.ndarray, scales: list[Scale], table: ColorTable) -> n
 
 def feature_scale(values: np.ndarray) -> Scale:
     """Greys from 0 to the feature's largest value (binary features: off white, on dark)."""
-    top = float(np.nanmax(values)) if np.size(values) else 1.0
+    top = max(float(np.nanmax(values)) if np.size(values) else 1.0, 1.0)
     return Scale(
-        palette(FEATURE_COLORMAP, 9), 0.0, max(top, 1.0), 0.0, diverging=False,
-        name=FEATURE_COLORMAP,
+        palette(FEATURE_COLORMAP, 9), 0.0, top, 0.0, diverging=False, name=FEATURE_COLORMAP,
+        description=f"the feature's value: white 0 … black {fmt_value(top)}",
+        ticks=((0.0, "0"), (1.0, fmt_value(top))),
     )  # fmt: skip
 
 

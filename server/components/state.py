@@ -2,7 +2,9 @@
 
 ``/?neuron=L1.c.137&neuron=L0.h.3&start=5000&size=2000&feature=in_url&find=http`` opens the
 text at position 5000, coloured by ``L1.c.137`` with ``L0.h.3`` stacked under it, the
-``in_url`` track below and matches of ``http`` marked. Every field is checked; a bad one is
+``in_url`` track below and matches of ``http`` marked; ``&scale=logit`` colours on another
+scale (:data:`interpret.colors.SCALES`), ``&lane=row`` draws the feature track as a full row
+(``off``: not at all; the default is a thin strip). Every field is checked; a bad one is
 reported on the page and replaced by its default, never a failed session. No field names a file:
 the store is fixed when the server starts.
 """
@@ -12,12 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
+from interpret.colors import DEFAULT_SCALE, SCALES
 from interpret.features import FEATURES
 
 PAGE_SIZES = (1000, 2000, 4000, 8000)
 DEFAULT_SIZE = 2000
 MAX_NEURONS = 8  # stacked rows; more would not fit a screen
 MAX_ARG_LEN = 1000  # longer URL values are refused, not parsed
+LANE_MODES = ("thin", "row", "off")  # how the feature track is drawn under the text
+DEFAULT_LANE = "thin"
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class ViewState:
     feature: str | None = None  # feature track under the text (and the ranking's feature)
     find: str = ""
     regex: bool = False
+    scale: str = DEFAULT_SCALE  # colour scale, one of interpret.colors.SCALES
+    lane: str = DEFAULT_LANE  # the feature track: one of LANE_MODES
 
     @property
     def primary(self) -> str:
@@ -53,6 +60,10 @@ def to_query(state: ViewState) -> str:
         items.append(("find", state.find))
         if state.regex:
             items.append(("regex", "1"))
+    if state.scale != DEFAULT_SCALE:
+        items.append(("scale", state.scale))
+    if state.lane != DEFAULT_LANE:
+        items.append(("lane", state.lane))
     # surrogatepass: a browser can send a lone surrogate in the find box (JavaScript strings
     # allow them); strict UTF-8 would make every later address-bar update fail.
     return urlencode(items, errors="surrogatepass")
@@ -119,6 +130,14 @@ def parse_query(
             state = state.with_(feature=name)
         else:
             problems.append(f"URL feature {name[:40]!r} is not a built-in feature")
+    for key, allowed in (("scale", SCALES), ("lane", LANE_MODES)):
+        vals = get.get(key, [])
+        if vals:
+            v = vals[-1].strip()
+            if v in allowed:
+                state = state.with_(**{key: v})
+            else:
+                problems.append(f"URL {key} {v[:40]!r}: choose one of {', '.join(allowed)}")
     finds = get.get("find", [])
     if finds and finds[-1]:
         state = state.with_(find=finds[-1], regex=get.get("regex", ["0"])[-1] in ("1", "true"))

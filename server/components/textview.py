@@ -7,6 +7,11 @@ box selection of spans for select-and-match, and colours changed by sending one 
 array per neuron change (a colour mapper on the client turns colour classes into colours).
 Corpus text only ever reaches the page as canvas text or as Bokeh tooltip values, which Bokeh
 escapes, so no character of the corpus can become markup.
+
+Colours come from :func:`interpret.colors.scale_for` with the view's scale (quantile by
+default), exactly as the export builds them for the same window; the legend above the text
+says, per lane, which scale is on and what it spans. A feature track is a thin strip under
+each line by default (``lane``: ``row`` draws it as a full row, ``off`` hides it).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from bokeh.layouts import column
 from bokeh.models import (
     BoxSelectTool,
     ColumnDataSource,
+    CustomJS,
     CustomJSHover,
+    Div,
     HoverTool,
     LinearColorMapper,
     Range1d,
@@ -29,7 +36,8 @@ from bokeh.models import (
 from bokeh.plotting import figure
 from bokeh.transform import transform
 
-from interpret.colors import Scale
+from interpret.colors import DEFAULT_SCALE, WINDOW_SCALES, Scale, scale_for
+from interpret.export import legend_html
 from interpret.names import KIND_NAMES, parse_neuron
 
 from .layout import (
@@ -42,21 +50,50 @@ from .layout import (
     describe_char,
     feature_scale,
     grid,
-    lanes_per_line,
+    lane_layout,
     prediction_labels,
 )
 from .shared import Shared
-from .state import ViewState
+from .state import LANE_MODES, ViewState
 
 log = logging.getLogger(__name__)
 
 CELL_W = 9  # px per grid cell: a 13 px monospace glyph is ~7.8 px wide
 ROW_H = 18
 GUTTER = 9  # cells left of the text for line positions / lane names
-MAX_ROWS = 34  # rows visible at once; the wheel scrolls the rest
+MAX_ROWS = 34  # rows visible at once until the browser says how many fit (see FIT_JS)
+FIT_ROWS = (12, 80)  # the fewest and most rows the browser may ask for
 FONT = "'DejaVu Sans Mono', Menlo, Consolas, monospace"
 
 MARK_COLORS = {"match": "#ff7f0e", "current": "#d62728", "selection": "#111111", "focus": "#9400d3"}
+
+# Runs in the browser whenever the text figure is laid out, and when the window is resized:
+# how many rows fit between the figure's top and the window's bottom edge. The answer goes to
+# the server (``TextView.fit``), which sizes the figure; so the text fills the window's height.
+FIT_JS = """
+const find = (root) => {
+  const el = root.querySelector('.ls-text');
+  if (el) return el;
+  for (const n of root.querySelectorAll('*')) {
+    if (n.shadowRoot) { const f = find(n.shadowRoot); if (f) return f; }
+  }
+  return null;
+};
+const measure = () => {
+  const el = find(document);
+  if (el == null) return;
+  const top = el.getBoundingClientRect().top + window.scrollY;
+  const rows = Math.floor((window.innerHeight - Math.max(top, 0) - margin) / row_h);
+  const r = Math.max(lo, Math.min(hi, rows));
+  if (src.data.rows[0] !== r) src.data = {rows: [r]};
+};
+if (!window._lstmscope_fit) {
+  window._lstmscope_fit = true;
+  let t = null;
+  window.addEventListener('resize', () => { clearTimeout(t); t = setTimeout(measure, 150); });
+}
+setTimeout(measure, 0);
+"""
 
 _LOOKUP_JS = """
 const v = src.data[format][value];
@@ -65,51 +102,36 @@ return v == null ? '' : String(v);
 """
 
 
-def lane_scales(shared: Shared, neurons: tuple[str, ...]) -> list[Scale]:
-    return [shared.scale(nid) for nid in neurons]
+def lane_scales(
+    shared: Shared, neurons: tuple[str, ...], method: str = DEFAULT_SCALE, values=None
+) -> list[Scale]:
+    """The scale of each neuron, as the export builds it: ``values`` ``[T, K]`` are the
+    window's (the window scales are built from them; the others from the statistics)."""
+    if method == DEFAULT_SCALE:
+        return [shared.scale(nid) for nid in neurons]  # cached for every tab
+    out = []
+    for j, nid in enumerate(neurons):
+        shown = values[:, j] if method in WINDOW_SCALES else None
+        out.append(scale_for(nid, shared.stats_row(nid), method=method, values=shown))
+    return out
 
 
 class Legend:
-    """One colour bar per lane with its range, so colours can be read as numbers."""
+    """One colour bar per lane with tick labels that never collide, and beside it the lane's
+    name and its scale's description (the export's legend markup, so both read the same)."""
 
-    WIDTH = (WRAP + GUTTER) * CELL_W
+    WIDTH = (WRAP + 1 + GUTTER) * CELL_W
 
     def __init__(self) -> None:
-        self.bars = ColumnDataSource({"x": [], "y": [], "w": [], "color": []})
-        self.labels = ColumnDataSource({"x": [], "y": [], "text": [], "align": []})
-        fig = figure(
-            width=self.WIDTH, height=24, x_range=Range1d(0, self.WIDTH), y_range=Range1d(0.5, -0.5),
-            toolbar_location=None, tools="", min_border=0, outline_line_color=None,
-            name="legend", x_axis_type=None, y_axis_type=None,
-        )  # fmt: skip
-        fig.rect("x", "y", "w", 0.7, source=self.bars, fill_color="color", line_color=None)
-        fig.text(
-            "x", "y", text="text", source=self.labels, text_align="align", text_baseline="middle",
-            text_font_size="11px", text_color="#333",
-        )  # fmt: skip
-        self.root = fig
+        self.root = Div(text="", width=self.WIDTH, name="legend", css_classes=["ls-legend"])
+        self.items: list[tuple[str, str]] = []  # (label, description) per lane, as shown
 
     def update(self, names: list[str], scales: list[Scale]) -> None:
-        bx, bw = 62, 220
-        xs, ys, ws, cs = [], [], [], []
-        lx, ly, lt, la = [], [], [], []
-        for j, (name, sc) in enumerate(zip(names, scales, strict=True)):
-            step = bw / sc.n
-            xs += [bx + (k + 0.5) * step for k in range(sc.n)]
-            ys += [j] * sc.n
-            ws += [step + 0.3] * sc.n
-            cs += list(sc.palette)
-            lo = f"≤{sc.lo:.3g}" if sc.diverging else f"{sc.lo:.3g}"
-            hi = f"≥{sc.hi:.3g}" if sc.diverging else f"{sc.hi:.3g}"
-            lx += [bx - 4, bx + bw + 4, bx + bw + 56]
-            ly += [j, j, j]
-            lt += [lo, hi, name]
-            la += ["right", "left", "left"]
-        self.bars.data = {"x": xs, "y": ys, "w": ws, "color": cs}
-        self.labels.data = {"x": lx, "y": ly, "text": lt, "align": la}
-        k = max(len(names), 1)
-        self.root.y_range.start, self.root.y_range.end = k - 0.5, -0.5
-        self.root.height = 8 + 20 * k
+        items = [(name, sc.description) for name, sc in zip(names, scales, strict=True)]
+        text = "".join(legend_html(sc, name) for name, sc in zip(names, scales, strict=True))
+        if text != self.root.text:  # unchanged legends are not resent
+            self.root.text = text
+        self.items = items
 
 
 def lane_label(name: str) -> str:
@@ -128,7 +150,7 @@ class TextView:
         self.shared = shared
         self.wrap = wrap
         self.source = ColumnDataSource(
-            {"x": [], "y": [], "w": [], "i": [], "lane": [], "glyph": [], "alpha": [],
+            {"x": [], "y": [], "w": [], "h": [], "i": [], "lane": [], "glyph": [], "alpha": [],
              "cidx": [], "value": []},
             name="text_source",
         )  # fmt: skip
@@ -139,8 +161,10 @@ class TextView:
         self.marks = ColumnDataSource(
             {"x": [], "y": [], "w": [], "h": [], "color": [], "lw": []}, name="text_marks"
         )
-        self.gutter = ColumnDataSource({"x": [], "y": [], "text": []})
-        self.fill_map = LinearColorMapper(palette=["#ffffff"], low=-0.5, high=0.5)
+        self.gutter = ColumnDataSource({"x": [], "y": [], "text": [], "size": []})
+        self.fill_map = LinearColorMapper(
+            palette=["#ffffff"], low=-0.5, high=0.5, name="text_fill_map"
+        )
         self.text_map = LinearColorMapper(palette=["#000000"], low=-0.5, high=0.5)
         width = (wrap + 1 + GUTTER) * CELL_W
         fig = figure(
@@ -150,7 +174,7 @@ class TextView:
             name="text_figure", css_classes=["ls-text"], x_axis_type=None, y_axis_type=None,
         )  # fmt: skip
         cells = fig.rect(
-            "x", "y", "w", 1.0, source=self.source, line_color=None,
+            "x", "y", "w", "h", source=self.source, line_color=None,
             fill_color=transform("cidx", self.fill_map),
         )  # fmt: skip
         # Selecting a span must not fade everything else (Bokeh's default non-selection look).
@@ -169,7 +193,7 @@ class TextView:
         )  # fmt: skip
         fig.text(
             "x", "y", text="text", source=self.gutter, text_align="right",
-            text_baseline="middle", text_font_size="10px", text_color="#888", text_font=value(FONT),
+            text_baseline="middle", text_font_size="size", text_color="#888", text_font=value(FONT),
         )  # fmt: skip
         lookup = CustomJSHover(args={"src": self.chars}, code=_LOOKUP_JS)
         lane_lookup = CustomJSHover(args={"src": self.lanes}, code=_LOOKUP_JS)
@@ -192,24 +216,45 @@ class TextView:
         fig.toolbar.active_drag = box
         fig.toolbar.active_scroll = wheel
         fig.toolbar.active_tap = tap
+        self.max_rows = MAX_ROWS
+        # 0 until the browser has measured (a value fit() ignores).
+        self.fit_source = ColumnDataSource({"rows": [0]}, name="text_fit")
+        fig.js_on_change(
+            "inner_height",
+            CustomJS(
+                args={"src": self.fit_source, "row_h": ROW_H, "margin": 12,
+                      "lo": FIT_ROWS[0], "hi": FIT_ROWS[1]},
+                code=FIT_JS,
+            ),
+        )  # fmt: skip
+        self.fit_source.on_change("data", lambda _a, _o, new: self.fit(new.get("rows")))
         self.figure = fig
         self.legend = Legend()
-        self.root = column(self.legend.root, fig)
+        # What the gutter shows, above it: the first position of each line, or lane names.
+        self.gutter_head = Div(
+            text="", width=(wrap + 1 + GUTTER) * CELL_W, name="gutter_head",
+            css_classes=["ls-gutter-head"], margin=(0, 0, -4, 0),
+        )  # fmt: skip
+        self.root = column(self.legend.root, self.gutter_head, fig, name="text_column")
         self.cells: CharCells | None = None
+        self.lanes_layout = lane_layout(1)
         self.table: ColorTable | None = None
         self.layout_key: tuple | None = None
         self.lane_names: list[str] = []
-        self.n_rows = 0
+        self.strip = False  # the last lane is a thin feature strip
+        self.n_rows = 0.0
         self.start = 0
 
     # -- data -----------------------------------------------------------------------------
     def lane_values(self, state: ViewState) -> tuple[list[str], np.ndarray, list[Scale]]:
         """Lane names, values ``[T, lanes]`` and scales for the window of ``state``."""
+        if state.lane not in LANE_MODES:
+            raise ValueError(f"feature lane {state.lane!r}: choose one of {', '.join(LANE_MODES)}")
         store, stop = self.shared.store, min(state.stop, self.shared.store.n)
         vals = store.window(state.start, stop, list(state.neurons))  # [T, K]
-        scales = lane_scales(self.shared, state.neurons)
+        scales = lane_scales(self.shared, state.neurons, state.scale, vals)
         names = list(state.neurons)
-        if state.feature:
+        if state.feature and state.lane != "off":
             full = self.shared.feature(state.feature)
             f = full[state.start : stop].astype(np.float32)
             vals = np.concatenate([vals, f[:, None]], axis=1)
@@ -222,11 +267,13 @@ class TextView:
         else only colours and values (the common case: another neuron)."""
         names, vals, scales = self.lane_values(state)
         stop = min(state.stop, self.shared.store.n)
-        key = (state.start, stop, len(names))
+        strip = bool(state.feature) and state.lane == "thin"
+        key = (state.start, stop, len(names), strip)
         table = color_table(scales)
         cidx = color_index(vals, scales, table)
         value = vals.T.reshape(-1).astype(np.float32)  # lane-major, as the grid
         if key != self.layout_key:
+            self.strip = strip
             self._relayout(state.start, stop, len(names), cidx, value)
             self.layout_key = key
         else:
@@ -244,16 +291,21 @@ class TextView:
             if redraw:
                 self._gutter()
         self.legend.update([lane_label(n) for n in names], scales)
+        head = "position of each line's first character" if len(names) - strip == 1 else "lane"
+        self.gutter_head.text = (
+            f'<div style="font:10px/1 {FONT};color:#888;white-space:nowrap">{head} ↓</div>'
+        )
 
     def _relayout(self, start: int, stop: int, lanes: int, cidx: np.ndarray, value: np.ndarray):
         text = self.shared.text[start:stop]
         cells = char_cells(text, self.wrap)
-        g = grid(cells, lanes)
+        g = grid(cells, lanes, self.strip)
         alpha = np.where(cells.faint, 0.45, 1.0)
+        glyphs = cells.glyph * (lanes - 1) + [""] * len(cells.glyph) if self.strip else None
         self.source.selected.indices = []
         self.source.data = {
             **g,
-            "glyph": cells.glyph * lanes,
+            "glyph": glyphs if glyphs is not None else cells.glyph * lanes,
             "alpha": np.tile(alpha, lanes),
             "cidx": cidx,
             "value": value,
@@ -261,9 +313,10 @@ class TextView:
         self.chars.data = self._char_info(start, stop, text)
         self.cells = cells
         self.start = start
-        self.n_rows = cells.n_lines * lanes_per_line(lanes)
-        rows = max(1, min(MAX_ROWS, self.n_rows))
-        self.figure.frame_height = rows * ROW_H
+        self.lanes_layout = lane_layout(lanes, self.strip)
+        self.n_rows = cells.n_lines * self.lanes_layout.pitch
+        rows = self.visible_rows()
+        self.figure.frame_height = round(rows * ROW_H)
         yr = self.figure.y_range
         yr.bounds = (-0.5, max(self.n_rows, rows) - 0.5)
         yr.start, yr.end = rows - 0.5, -0.5
@@ -282,21 +335,44 @@ class TextView:
         loss = np.asarray(store.loss[start:stop], dtype=np.float32)
         return {"ch": [describe_char(c) for c in text], "pos": pos, "loss": loss, "top5": top5}
 
+    def visible_rows(self) -> float:
+        """Rows of the grid shown at once (the wheel scrolls the rest)."""
+        return max(1.0, min(float(self.max_rows), self.n_rows))
+
+    def fit(self, rows) -> None:
+        """Show ``rows`` rows at once (what fits the browser window), keeping the top row.
+        The value comes from the browser: anything but a whole number in FIT_ROWS is ignored."""
+        r = rows[0] if isinstance(rows, (list, tuple)) and rows else None
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or r != r:
+            return
+        if not FIT_ROWS[0] <= r <= FIT_ROWS[1] or r != int(r) or int(r) == self.max_rows:
+            return
+        self.max_rows = int(r)
+        if self.cells is None:
+            return
+        rows_shown = self.visible_rows()
+        self.figure.frame_height = round(rows_shown * ROW_H)
+        yr = self.figure.y_range
+        top = max(0.0, min(yr.end + 0.5, self.n_rows - rows_shown))
+        yr.bounds = (-0.5, max(self.n_rows, rows_shown) - 0.5)
+        yr.start, yr.end = top + rows_shown - 0.5, top - 0.5
+
     def _gutter(self) -> None:
         cells = self.cells
         if cells is None:
             return
-        lanes = len(self.lane_names)
-        per = lanes_per_line(lanes)
-        xs, ys, ts = [], [], []
+        lay = self.lanes_layout
+        text_lanes = len(self.lane_names) - self.strip
+        xs, ys, ts, sizes = [], [], [], []
         for ln, i in enumerate(cells.line_start.tolist()):
-            # One lane: each line's first position; stacked: each row's neuron (or feature).
-            labels = [f"{self.start + i}"] if lanes == 1 else self.lane_names
+            # One neuron: each line's first position; stacked: each row's neuron (or feature).
+            labels = [f"{self.start + i:,}"] if text_lanes == 1 else self.lane_names
             for j, label in enumerate(labels):
                 xs.append(-0.6)
-                ys.append(ln * per + j)
+                ys.append(ln * lay.pitch + lay.y[j])
                 ts.append(label)
-        self.gutter.data = {"x": xs, "y": ys, "text": ts}
+                sizes.append("10px" if lay.h[j] >= 1 else "7px")
+        self.gutter.data = {"x": xs, "y": ys, "text": ts, "size": sizes}
 
     # -- marks and scrolling ----------------------------------------------------------------
     def span_rects(self, a: int, b: int, color: str, lw: float) -> dict[str, list]:
@@ -308,17 +384,17 @@ class TextView:
         lo, hi = max(a - self.start, 0), min(b - self.start, len(cells.glyph))
         if lo >= hi:
             return out
-        lanes = max(len(self.lane_names), 1)
-        per = lanes_per_line(lanes)
+        lay = self.lanes_layout
+        top, bottom = -0.5, lay.bottom
         line = cells.line[lo:hi]
         for ln in np.unique(line).tolist():
             idx = np.flatnonzero(line == ln) + lo
             x0 = int(cells.col[idx[0]])
             x1 = int(cells.col[idx[-1]] + cells.width[idx[-1]])
             out["x"].append((x0 + x1) / 2)
-            out["y"].append(ln * per + (lanes - 1) / 2)
+            out["y"].append(ln * lay.pitch + (top + bottom) / 2)
             out["w"].append(x1 - x0)
-            out["h"].append(lanes)
+            out["h"].append(bottom - top)
             out["color"].append(color)
             out["lw"].append(lw)
         return out
@@ -340,9 +416,8 @@ class TextView:
         cells = self.cells
         if cells is None or not 0 <= pos - self.start < len(cells.glyph):
             return
-        per = lanes_per_line(max(len(self.lane_names), 1))
-        row = int(cells.line[pos - self.start]) * per
-        rows = max(1, min(MAX_ROWS, self.n_rows))
+        row = int(cells.line[pos - self.start]) * self.lanes_layout.pitch
+        rows = self.visible_rows()
         top = max(0, min(row - rows // 3, self.n_rows - rows))
         yr = self.figure.y_range
         yr.start, yr.end = top + rows - 0.5, top - 0.5
