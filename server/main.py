@@ -23,7 +23,7 @@ from typing import Any
 
 from bokeh import events
 from bokeh.document import Document
-from bokeh.layouts import column, row
+from bokeh.layouts import column
 from bokeh.models import Div, TabPanel, Tabs
 
 from interpret.errors import LstmscopeError
@@ -35,6 +35,7 @@ from .components.card import NeuronCard
 from .components.controls import NO_FEATURE, Controls, Message
 from .components.heatmap import Heatmap
 from .components.links import Download, UrlSync
+from .components.page import page_layout
 from .components.ranking import RankTable
 from .components.saturation import SaturationView
 from .components.search import SelectMatch
@@ -166,6 +167,8 @@ class App:
         self._render(None, state)
         if problems:
             self.message.show("\n".join(problems), "warn")
+        elif shared.warm_note:
+            self.message.show(shared.warm_note, "warn")
         elif self.intro:
             self.message.show(self.intro, "info")
         if state.find:  # after the message: a bad pattern's error must not be overwritten
@@ -174,8 +177,10 @@ class App:
         heat_title = Div(
             text="<b>Neurons × positions</b> · click to jump", styles={"font-size": "12px"}
         )
-        main = column(self.message.root, self.text.root, heat_title, self.heatmap.root, self.tabs)
-        self.root = row(self.controls.root, main, name="root")
+        self.root = page_layout(
+            self.controls.root, self.message.root, self.text.root,
+            [heat_title, self.heatmap.root], self.tabs,
+        )  # fmt: skip
         with doc.models.freeze():  # one scan of the model graph instead of one per root
             doc.add_root(self.root)
             doc.add_root(self.url.source)
@@ -353,6 +358,10 @@ class App:
         self._on(c.find, "value", lambda v: self.set_find(v, bool(c.find_regex.active)))
         self._on(c.find_regex, "active", lambda v: self.set_find(c.find.value, bool(v)))
         self._on(c.feature, "value", self._choice(self.set_feature))
+        self._on(
+            c.scale, "value", self._choice(lambda v: self.set_state(self.state.with_(scale=v)))
+        )
+        self._on(c.lane, "value", self._choice(lambda v: self.set_state(self.state.with_(lane=v))))
         self._click(c.pin, self.pin)
         self._click(c.clear_pins, self.clear_stack)
         self._click(c.export, self.export)
@@ -636,8 +645,9 @@ class App:
 
         self.runner.submit(
             "rank",
-            lambda: self.shared.rank(feature),
-            self.guard(lambda df: self.rank.update(feature, df)),
+            # Off the loop, with the ranking: which units drift (counters), flagged in its rows.
+            lambda: (self.shared.rank(feature), self.shared.drifting(wait=True)),
+            self.guard(lambda got: self.rank.update(feature, got[0], got[1])),
             fail,
         )
 
@@ -759,7 +769,7 @@ class App:
 
         self.runner.submit(
             "export",
-            lambda: export_range(self.shared.store, list(s.neurons), s.start, stop),
+            lambda: export_range(self.shared.store, list(s.neurons), s.start, stop, scale=s.scale),
             self.guard(done),
             lambda e: self.report(e, "export: "),
         )

@@ -37,6 +37,7 @@ from .state import chosen_row
 from .textview import CELL_W, FONT
 
 ROW_PX = 17
+WIDTH = 570  # px: the card fits beside the text on a 1440 px screen
 LABEL_CELLS = 16  # left of each snippet: its label, value and position
 STAT_KEYS = (
     "mean",
@@ -62,6 +63,21 @@ def _fmt(v) -> str:
     return "–" if math.isnan(f) else f"{f:.4g}"
 
 
+def drift_note(drift: pd.DataFrame | None, nid: str) -> str:
+    """A warning line for a unit that trends with the distance from its run's start (a counter:
+    what it reads depends on where recording started), from ``interpret.analysis.drift``."""
+    if drift is None or nid not in drift.index or not bool(drift.at[nid, "drifting"]):
+        return ""
+    r, slope = float(drift.at[nid, "r"]), float(drift.at[nid, "slope"])
+    return (
+        "<div class='ls-drift' style='margin:4px 0;padding:3px 6px;background:#fff4d6;"
+        "border-left:3px solid #e0a000;font-size:12px'>⚠ drifts: r = "
+        f"{r:.2f} with the distance from its recording run's start ({slope:+.3g} per 1,000 "
+        "characters). A counter: its values, and its scores, depend on where recording started "
+        "(<code>--streams</code>, <code>--warmup</code>).</div>"
+    )
+
+
 def group_title(group: str) -> str:
     if group in GROUP_TITLES:
         return GROUP_TITLES[group]
@@ -72,13 +88,13 @@ class NeuronCard:
     def __init__(self, shared: Shared, on_jump: Callable[[int], None]) -> None:
         self.shared = shared
         self.on_jump = on_jump
-        self.title = Div(text="", width=900, name="card_title")
+        self.title = Div(text="", width=WIDTH, name="card_title")
         self.stats = Div(text="", width=230, name="card_stats")
         self.hist_source = ColumnDataSource(
             {"left": [], "right": [], "top": [], "color": []}, name="card_hist"
         )
         hist = figure(
-            width=520, height=190, y_axis_type="log", toolbar_location=None, tools="",
+            width=WIDTH - 240, height=190, y_axis_type="log", toolbar_location=None, tools="",
             title="Histogram (warm positions, log counts)", name="card_hist_fig",
         )  # fmt: skip
         hist.quad(
@@ -100,7 +116,7 @@ class NeuronCard:
         self.fill_map = LinearColorMapper(palette=["#ffffff"], low=-0.5, high=0.5)
         self.text_map = LinearColorMapper(palette=["#000000"], low=-0.5, high=0.5)
         ctx = figure(
-            frame_width=900, frame_height=ROW_PX, x_range=Range1d(-LABEL_CELLS, 80),
+            frame_width=WIDTH, frame_height=ROW_PX, x_range=Range1d(-LABEL_CELLS, 80),
             y_range=Range1d(0.5, -0.5), toolbar_location=None, tools="", min_border=2,
             outline_line_color=None, name="card_context_fig", css_classes=["ls-card-contexts"], x_axis_type=None, y_axis_type=None,
         )  # fmt: skip
@@ -134,14 +150,14 @@ class NeuronCard:
             TapTool(renderers=[cells]),
         )
         self.contexts_fig = ctx
-        self.note = Div(text="", width=900, name="card_note")
+        self.note = Div(text="", width=WIDTH, name="card_note")
         self.source.selected.on_change("indices", self._on_tap)
         self.row_positions: list[int] = []
         self.neuron: str | None = None
         self.root = column(
             self.title,
             row(self.stats, hist),
-            Div(text="<b>Contexts</b> · click a snippet to jump there", width=900),
+            Div(text="<b>Contexts</b> · click a snippet to jump there", width=WIDTH),
             self.note,
             ctx,
             name="card",
@@ -156,6 +172,7 @@ class NeuronCard:
         self.title.text = (
             f"<h3 style='margin:4px 0'>{html.escape(nid)}</h3><span style='color:#555'>layer "
             f"{nrn.layer} · {html.escape(KIND_NAMES.get(nrn.kind, nrn.kind))} · unit {nrn.unit}</span>"
+            f"{drift_note(self.shared.drift(), nid)}"
         )
         keys = [
             k

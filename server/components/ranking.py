@@ -53,8 +53,8 @@ class RankTable:
             {"neuron": [], "score": [], "sign": []},
             lambda k, data: self.on_pick(data["neuron"][k]),
         )
-        self.title = Div(text="", width=900, name="rank_title")
-        self.legend = Div(text="", width=900, name="rank_legend", styles={"font-size": "12px"})
+        self.title = Div(text="", width=560, name="rank_title")
+        self.legend = Div(text="", width=560, name="rank_legend", styles={"font-size": "12px"})
         self.root = column(self.title, self.table, self.legend, name="ranking")
 
     # -- building blocks ----------------------------------------------------------------------

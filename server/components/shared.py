@@ -21,12 +21,14 @@ import numpy as np
 import pandas as pd
 from tornado.ioloop import IOLoop
 
+from interpret.analysis.drift import drift
 from interpret.colors import Scale, scale_for
 from interpret.export import MAX_FIND_MATCHES, find_matches
 from interpret.features import FEATURES
 from interpret.features import compute as compute_features
-from interpret.names import GATE_KINDS, parse_neuron
+from interpret.names import GATE_KINDS, check_neuron, parse_neuron
 from interpret.store import ActivationStore
+from interpret.streams import warm_note
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,9 @@ class Shared:
         self.stats: pd.DataFrame = store.stats
         for arr in (store.loss, store.top_ids, store.top_prob, store.cold):
             _ = arr.shape
+        # A store written before at least half had to be warm: every page says so.
+        self.n_warm = int(store.n - np.count_nonzero(store.cold))
+        self.warm_note: str | None = warm_note(store.n, self.n_warm, str(store.path))
         self.vocab_chars: list[str] = list(store.meta["vocab"])
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lstmscope")
         # Work that follows every neuron change (the card's sampled contexts: a pass over the
@@ -128,19 +133,20 @@ class Shared:
             self._initial = (nid, "given on the command line", None)
         if background and self._initial is None:
             self.executor.submit(self._compute_initial)
+        # Which units drift with the distance from their run's start (counters): one pass over
+        # the store, so a server starts it in the background and pages show it once it is there.
+        self._background = background
+        self._drift_lock = threading.Lock()
+        self._drift: pd.DataFrame | None = None
+        self._drift_started = False
+        if background and self.n_warm:
+            self._start_drift()
 
     # -- neurons ----------------------------------------------------------------------------
     def check_neuron(self, text: str) -> str:
         """The canonical id of a neuron of this store; ValueError with a clear message if not."""
-        nrn = parse_neuron(text)
-        nid = str(nrn)
-        if nid not in self.stats.index:
-            s = self.store
-            raise ValueError(
-                f"no neuron {nid} in this store: layers {', '.join(map(str, s.layers))}; "
-                f"kinds {', '.join(s.kinds)}; units 0–{s.hidden_size - 1}"
-            )
-        return nid
+        s = self.store
+        return str(check_neuron(text, s.layers, s.kinds, s.hidden_size))
 
     def stats_row(self, nid: str) -> pd.Series:
         return self.stats.loc[nid]
@@ -176,7 +182,8 @@ class Shared:
     def _compute_initial(self) -> tuple[str, str]:
         t0 = time.perf_counter()
         try:
-            result = self.best_for_features(INITIAL_FEATURES[:2])
+            # No warm position: nothing to rank (the page's message says why).
+            result = self.best_for_features(INITIAL_FEATURES[:2]) if self.n_warm else None
         except Exception:
             log.exception("choosing the initial neuron failed; using the widest-spread cell")
             result = None
@@ -196,7 +203,10 @@ class Shared:
         for name in names:
             if not np.any(self.feature(name)):
                 continue
-            ranked = self.rank(name)
+            try:
+                ranked = self.rank(name)
+            except ValueError:  # never (or always) on, or constant, on the warm positions
+                continue
             if len(ranked):
                 top = ranked.iloc[0]
                 what = "AP" if ranked.attrs.get("feature_kind") == "binary" else "|r|"
@@ -307,6 +317,43 @@ class Shared:
                 self.text, pattern, max_matches=MAX_FIND_MATCHES, literal=not is_regex
             ),
         )
+
+    # -- drifting units ---------------------------------------------------------------------
+    def _start_drift(self) -> None:
+        with self._drift_lock:
+            if self._drift_started:
+                return
+            self._drift_started = True
+        self.background.submit(self._compute_drift)
+
+    def _compute_drift(self) -> pd.DataFrame | None:
+        try:
+            df = drift(self.store).set_index("neuron")
+        except Exception:
+            log.exception("finding the drifting units failed; no unit is flagged")
+            return None
+        with self._drift_lock:
+            self._drift = df
+        return df
+
+    def drift(self, wait: bool | None = None) -> pd.DataFrame | None:
+        """``interpret.analysis.drift`` indexed by neuron, or None while it is computed in the
+        background (``wait``: compute it now if need be; by default a server waits for nothing,
+        a Shared made without ``background`` computes at once)."""
+        with self._drift_lock:
+            if self._drift is not None:
+                return self._drift
+        if not self.n_warm:
+            return None
+        if wait if wait is not None else not self._background:
+            return self._compute_drift()
+        self._start_drift()
+        return None
+
+    def drifting(self, wait: bool | None = None) -> frozenset[str]:
+        """The neurons flagged as drifting (empty while not known yet)."""
+        df = self.drift(wait)
+        return frozenset() if df is None else frozenset(df.index[df["drifting"]].astype(str))
 
     def close(self) -> None:
         for ex in (self.executor, self.background):
