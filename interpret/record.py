@@ -78,8 +78,6 @@ from interpret.trace import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STREAMS = 32
-DEFAULT_WARMUP = 1000
 CHUNK_BUDGET = 64 << 20  # bytes of float32 activations per layer and chunk: bounds memory
 STORE_FILES = (
     "meta.json",
@@ -940,14 +938,7 @@ def _record_locked(
             unknown,
             n,
         )
-    cold = plan.cold()
-    if cold.mean() > 0.5:
-        log.warning(
-            "%.0f%% of the positions are cold (within %d characters of a stream start) and left "
-            "out of the statistics; use fewer --streams or a smaller --warmup",
-            100 * cold.mean(),
-            plan.warmup,
-        )
+    cold = plan.cold()  # at most half: interpret.streams.choose_streams saw to it
     if fresh or not (root / "ids.npy").is_file():
         ids = vocab.encode(text).astype(np.int32)
         atomic_write_bytes(root / "text.txt", text.encode("utf-8", errors="surrogatepass"))

@@ -422,7 +422,7 @@ class App:
             self.controls.update(new, self.n)
         finally:
             self._syncing = False
-        if old is None or old.primary != new.primary:
+        if old is None or old.primary != new.primary or old.scale != new.scale:
             self._schedule_card(new.primary)
             if "saturation" in self._built:
                 self.saturation.mark(new.primary)
@@ -670,7 +670,7 @@ class App:
     def _load_card(self, nid: str) -> None:
         """Statistics, histogram and the recorded top/bottom contexts at once; the sampled
         contexts (a pass over the whole column) a moment later, if the neuron is still shown."""
-        self.card.update(nid)
+        self.card.update(nid, self.state.scale)
         self.card.show_contexts(nid, self.shared.quick_contexts(nid))
         self._sampled = None
         # The column scan only for a card someone is looking at (done when its tab opens).

@@ -771,3 +771,24 @@ def test_opens_on_the_best_url_cell_of_a_trained_model(synthetic_store):
         assert page(shared, {"feature": ["in_string"]}).state.feature == "in_string"
     finally:
         shared.close()
+
+
+def test_the_card_is_coloured_by_the_text_views_scale(shared):
+    """The card's histogram follows the scale chosen for the text when it is a whole-neuron
+    scale (quantile, linear, logit); a window-built scale leaves the card on the default, and
+    the histogram's title says which colours it."""
+    from interpret.colors import quantize, scale_for
+
+    app = page(shared, {"neuron": ["L1.f.2"]})
+    seen = {}
+    for method, expect in (("logit", "logit"), ("linear", "linear"), ("diff", "quantile"),
+                           ("quantile", "quantile"), ("logit", "logit")):  # fmt: skip
+        app.set_state(app.state.with_(scale=method))
+        src = app.card.hist_source.data
+        centres = (np.asarray(src["left"]) + np.asarray(src["right"])) / 2
+        sc = scale_for("L1.f.2", shared.stats_row("L1.f.2"), method=expect)
+        want = [sc.palette[k] if k < sc.n else "#cccccc" for k in quantize(centres, sc).tolist()]
+        assert list(src["color"]) == want, method
+        assert f"{expect} colours" in app.card.hist.title.text
+        seen[expect] = list(src["color"])
+    assert seen["logit"] != seen["linear"]  # the choice shows

@@ -27,7 +27,7 @@ from bokeh.models import (
 from bokeh.plotting import figure
 from bokeh.transform import transform
 
-from interpret.colors import quantize
+from interpret.colors import DEFAULT_SCALE, WINDOW_SCALES, quantize
 from interpret.export import rebin_hist
 from interpret.names import GATE_KINDS, KIND_NAMES, parse_neuron
 
@@ -164,11 +164,16 @@ class NeuronCard:
         )
 
     # -- statistics and histogram (cheap: stored with the recording) -------------------------
-    def update(self, nid: str) -> None:
+    def update(self, nid: str, method: str | None = None) -> None:
+        """Show ``nid``'s card, coloured by the text view's scale ``method`` when that is a
+        whole-neuron scale; a scale built from the shown window (window, diff, detrend) means
+        nothing for the card's histogram and far-apart contexts, which then use the default."""
         self.neuron = nid
         nrn = parse_neuron(nid)
         stats = self.shared.stats_row(nid)
-        scale = self.shared.scale(nid)
+        method = DEFAULT_SCALE if method is None or method in WINDOW_SCALES else method
+        scale = self.shared.scale(nid, method)
+        self.hist.title.text = f"Histogram (warm positions, log counts) · {method} colours"
         self.title.text = (
             f"<h3 style='margin:4px 0'>{html.escape(nid)}</h3><span style='color:#555'>layer "
             f"{nrn.layer} · {html.escape(KIND_NAMES.get(nrn.kind, nrn.kind))} · unit {nrn.unit}</span>"

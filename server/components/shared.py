@@ -22,7 +22,7 @@ import pandas as pd
 from tornado.ioloop import IOLoop
 
 from interpret.analysis.drift import drift
-from interpret.colors import Scale, scale_for
+from interpret.colors import DEFAULT_SCALE, Scale, scale_for
 from interpret.export import MAX_FIND_MATCHES, find_matches
 from interpret.features import FEATURES
 from interpret.features import compute as compute_features
@@ -151,9 +151,13 @@ class Shared:
     def stats_row(self, nid: str) -> pd.Series:
         return self.stats.loc[nid]
 
-    def scale(self, nid: str) -> Scale:
-        """The neuron's colour scale (from its statistics, as the export scales it)."""
-        return self._scales.get(nid, lambda: scale_for(nid, self.stats_row(nid)))
+    def scale(self, nid: str, method: str | None = None) -> Scale:
+        """The neuron's colour scale from its statistics (``method``: a whole-neuron one of
+        ``interpret.colors.SCALES``, the default if None), as the export scales it."""
+        method = method or DEFAULT_SCALE
+        return self._scales.get(
+            (nid, method), lambda: scale_for(nid, self.stats_row(nid), method=method)
+        )
 
     def fallback_neuron(self) -> str:
         """A cheap first neuron: the last layer's cell (else hidden) unit with the widest spread."""
