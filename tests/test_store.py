@@ -108,7 +108,10 @@ def test_show_is_the_notebook_view(store, tmp_path):
         (lambda s: s.neuron("L2.c.0"), r"layers 0-1, kinds h c i f g o, units 0-11$"),
         (lambda s: s.neuron("L0.c.12"), r"units 0-11"),
         # An LSTM store lists its own kinds, not a GRU's (issue 12.11).
-        (lambda s: s.neuron("L0.z.1"), r"in this store: it has layers 0-1, kinds h c i f g o, units 0-11$"),
+        (
+            lambda s: s.neuron("L0.z.1"),
+            r"in this store: it has layers 0-1, kinds h c i f g o, units 0-11$",
+        ),
         (lambda s: s.neuron("cell 5"), r"expected L<layer>.<kind>.<unit>"),
         (lambda s: s.window(-1, 5, ["L0.h.0"]), r"need 0 <= start <= stop"),
         (lambda s: s.window(9, 5, ["L0.h.0"]), r"need 0 <= start <= stop"),
