@@ -73,8 +73,10 @@ def drift_note(drift: pd.DataFrame | None, nid: str) -> str:
         "<div class='ls-drift' style='margin:4px 0;padding:3px 6px;background:#fff4d6;"
         "border-left:3px solid #e0a000;font-size:12px'>⚠ drifts: r = "
         f"{r:.2f} with the distance from its recording run's start ({slope:+.3g} per 1,000 "
-        "characters). A counter: its values, and its scores, depend on where recording started "
-        "(<code>--streams</code>, <code>--warmup</code>).</div>"
+        "characters). A counter: its values, and its scores, depend on where its run started (a "
+        "document start, or a cut between <code>--streams</code>), and on "
+        "<code>--warmup</code>. With one stream over one document this is position in the "
+        "text.</div>"
     )
 
 
