@@ -429,7 +429,11 @@ def cmd_detect(args) -> int:
                     top=args.top, out=args.output, progress=not args.quiet)  # fmt: skip
     if len(report.summary):
         best = report.summary.groupby("feature").head(1)
-        cols = [c for c in ("feature", "neuron", "score", "ap", "auroc", "r") if c in best.columns]
+        cols = [
+            c
+            for c in ("feature", "neuron", "score", "ap", "auroc", "f1", "iou", "r")
+            if c in best.columns
+        ]
         print(best[cols].to_string(index=False))
     else:
         print("no feature could be ranked on this store (see the skipped features below)")
