@@ -9,7 +9,12 @@ always knows which one is on:
 * ``quantile`` (the default): colour = the value's rank among all of the neuron's recorded
   values, interpolated between its stored quantiles (min, 1, 5, 25, 50, 75, 95, 99 %, max).
   One outlier no longer sets the range. Signed kinds (``h c g n``) rank negatives and
-  positives apart, so 0 stays on the neutral middle colour and blue still means negative;
+  positives apart (each against zero's rank interval, so many exact zeros squeeze neither
+  side), so 0 stays on the neutral middle colour and blue still means negative; a neuron of
+  one sign uses half the bar, and its legend says the middle colour is its min (or max), not 0.
+  When the stored quantiles cannot rank (fewer than two distinct: a saturated gate whose
+  float16 statistics all read 1.0, a unit constant in float16, NaN statistics) the values
+  shown are ranked instead (:func:`needs_values`; the legend says so);
 * ``linear``: colour = the value itself. Signed kinds: a *diverging* scale symmetric around 0
   whose half-width is ``max(|q01|, |q99|)``; gates (``i f o r z``, values in (0, 1)): a
   *sequential* scale over [0, 1];
@@ -17,9 +22,12 @@ always knows which one is on:
   0.99 and 0.999 differ; other kinds fall back to ``quantile`` (and the legend says so);
 * ``window``: like ``quantile`` but ranked among the values shown (this window / export);
 * ``diff``: the change from the previous character (the window's first has none: no value);
-* ``detrend``: the value minus its centred :data:`DETREND_WIDTH`-character moving mean.
+* ``detrend``: the value minus its centred :data:`DETREND_WIDTH`-character moving mean; in the
+  first and last ``DETREND_WIDTH // 2`` shown, where that mean would be cut short, minus a
+  straight line fitted there (:func:`trend`), so a ramp stays flat up to the edges.
   ``diff`` and ``detrend`` show a counter's local steps whatever its magnitude; their
-  diverging range is the shown values' ``max(|q01|, |q99|)``.
+  diverging range is the shown values' ``max(|q01|, |q99|)`` (detrend: of those with the full
+  width around them, when there are enough).
 
 ``window``, ``diff`` and ``detrend`` depend on the values shown, so they are built from them
 (``scale_for(..., values=...)``) and apply to exactly those values. Values beyond the range
@@ -189,14 +197,24 @@ def fmt_value(v: float) -> str:
     return s.replace("-", "−")
 
 
-def _rank_knots(row: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(values, ranks) through the stored quantiles; ties share their middle rank. None when
-    fewer than two distinct values are known (no statistics, a constant neuron)."""
+def _rank_points(row: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, probabilities) of the stored quantiles that are known, values made
+    non-decreasing (a guard against damaged stats); ties kept. None when fewer than two."""
     pts = [(v, p) for key, p in _RANK_KNOTS if (v := _stat(row, key)) is not None]
     if len(pts) < 2:
         return None
-    x = np.maximum.accumulate(np.array([v for v, _ in pts]))  # guard against damaged stats
-    p = np.array([p for _, p in pts])
+    x = np.maximum.accumulate(np.array([v for v, _ in pts]))
+    return x, np.array([p for _, p in pts])
+
+
+def _rank_knots(row: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, ranks) through the stored quantiles; ties share their middle rank. None when
+    fewer than two distinct values are known (no statistics, a constant neuron, quantiles that
+    all read the same in float16)."""
+    pts = _rank_points(row)
+    if pts is None:
+        return None
+    x, p = pts
     ux, inv = np.unique(x, return_inverse=True)
     if ux.size < 2:
         return None
@@ -204,18 +222,52 @@ def _rank_knots(row: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray] 
     return ux, up
 
 
-def _signed_ranks(x: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _signed_ranks(
+    x: np.ndarray, p: np.ndarray, raw: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Bar positions for a signed neuron: negatives by their rank among negatives onto
-    [0, 0.5], positives among positives onto [0.5, 1], so 0 sits on the middle colour."""
+    [0, 0.5], positives among positives onto [0.5, 1], so 0 sits on the middle colour.
+
+    "Among negatives" uses zero's whole rank interval ``[p_lo, p_hi]`` (from the raw, untied
+    quantiles ``raw``): when many values are exactly 0 the negatives span ranks [0, p_lo] and
+    the positives [p_hi, 1], not [0, mid] and [mid, 1] of zero's middle rank, which would
+    squeeze each side towards its end."""
+    rx, rp = raw
     if x[0] < 0 < x[-1] and 0.0 not in x:
         k = int(np.searchsorted(x, 0.0))
         p = np.insert(p, k, np.interp(0.0, x, p))
         x = np.insert(x, k, 0.0)
-    p0 = float(np.interp(0.0, x, p)) if x[0] < 0 < x[-1] else (0.0 if x[0] >= 0 else 1.0)
-    neg = 0.5 * p / p0 if p0 > 0 else np.zeros_like(p)
-    pos = 0.5 + 0.5 * (p - p0) / (1 - p0) if p0 < 1 else np.full_like(p, 0.5)
+    if 0.0 in rx:
+        p_lo, p_hi = float(rp[rx == 0.0].min()), float(rp[rx == 0.0].max())
+    elif x[0] < 0 < x[-1]:
+        p_lo = p_hi = float(np.interp(0.0, x, p))
+    else:
+        p_lo = p_hi = 0.0 if x[0] >= 0 else 1.0
+    neg = 0.5 * p / p_lo if p_lo > 0 else np.zeros_like(p)
+    pos = 0.5 + 0.5 * (p - p_hi) / (1 - p_hi) if p_hi < 1 else np.full_like(p, 0.5)
     u = np.where(x < 0, neg, np.where(x > 0, pos, 0.5))
     return x, np.clip(np.maximum.accumulate(u), 0.0, 1.0)
+
+
+def _signed_note(x: np.ndarray) -> str:
+    """What the middle colour of a signed rank scale means, honestly: 0 only when the values
+    straddle it; otherwise the end of the one-sided range drawn there."""
+    lo, hi = float(x[0]), float(x[-1])
+    if lo < 0 < hi:
+        return " (negatives and positives apart, 0 = middle)"
+    if lo >= 0:
+        if lo == 0:
+            return " (none negative: upper half only, 0 = middle)"
+        return (
+            " (all positive: upper half only; the middle colour is the minimum, "
+            f"{fmt_value(lo)}, not 0)"
+        )
+    if hi == 0:
+        return " (none positive: lower half only, 0 = middle)"
+    return (
+        " (all negative: lower half only; the middle colour is the maximum, "
+        f"{fmt_value(hi)}, not 0)"
+    )
 
 
 def _rank_ticks(x: np.ndarray, u: np.ndarray, row: Mapping[str, Any] | None, signed: bool):
@@ -321,38 +373,81 @@ def scale_for(
                      ticks=ticks)  # fmt: skip
     if method in ("diff", "detrend"):
         t = transform_values(values, method)
-        half = _symmetric(t)
+        fin = int(np.isfinite(t).sum())  # diff: the first character shown has no value
+        core = _detrend_core(t) if method == "detrend" else t
+        half = _symmetric(core)
         ticks = tuple((f, ("≤" if f == 0 else "≥" if f == 1 else "") + fmt_value(-half + 2 * half * f))
                       for f in (0.0, 0.25, 0.5, 0.75, 1.0))  # fmt: skip
         what = (
             "change from the previous character"
             if method == "diff"
-            else f"value minus its {DETREND_WIDTH}-character moving mean"
+            else f"value minus its {DETREND_WIDTH}-character moving mean (near the ends of "
+            "the values shown: minus a straight line fitted there)"
         )
+        of = f"the {fin:,} shown"
+        if core is not t:
+            full = int(np.isfinite(core).sum())
+            of = f"the {full:,} of the {fin:,} shown with the full width around them"
         desc = (f"{'first-difference' if method == 'diff' else 'detrended'} scale: colour = "
-                f"{what}, ±{fmt_value(half)} (1%/99% of the {len(t):,} shown)")  # fmt: skip
+                f"{what}, ±{fmt_value(half)} (1%/99% of {of})")  # fmt: skip
         return Scale(pal, -half, half, 0.0, True, name, method, method, description=desc,
                      ticks=ticks)  # fmt: skip
     # quantile / window: ranks
     row = stats_row if method == "quantile" else robust_stats(values)
     knots = _rank_knots(row)
+    fallback = ""
     if knots is None and method == "quantile" and values is not None:
-        row = robust_stats(values)
-        knots = _rank_knots(row)
+        # The stored quantiles cannot rank anything: rank among the values shown instead (the
+        # dashboard passes them too, see needs_values), and say so.
+        shown = robust_stats(values)
+        if (shown_knots := _rank_knots(shown)) is not None:
+            fallback = f"{_why_no_knots(neuron_id, row)}, so a "
+            row, knots = shown, shown_knots
     if knots is None:
-        why = "no statistics" if row is None or not len(row) else "constant values"
-        return _linear(neuron_id, gate, row, pal, name, f"{note}no quantiles ({why}), so a ")
+        why = _why_no_knots(neuron_id, row)
+        return _linear(neuron_id, gate, row, pal, name, f"{note}{why}, so a ")
     x, u = knots
     if not seq:
-        x, u = _signed_ranks(x, u)
-    among = (f"all of {neuron_id}'s values" if method == "quantile"
+        x, u = _signed_ranks(x, u, _rank_points(row))
+    among = (f"all of {neuron_id}'s values" if method == "quantile" and not fallback
              else f"the {int(np.isfinite(np.asarray(values, float)).sum()):,} values shown")  # fmt: skip
-    split = "" if seq else " (negatives and positives apart, 0 = middle)"
-    desc = f"{note}{method} scale: colour = rank among {among}{split}{_range_note(row)}"
+    split = "" if seq else _signed_note(x)
+    desc = f"{note}{fallback}{method} scale: colour = rank among {among}{split}{_range_note(row)}"
     return Scale(
         pal, 0.0, 1.0, 0.5 if not seq else 0.0, not seq, name, method, "rank",
         tuple(map(float, x)), tuple(map(float, u)), desc, _rank_ticks(x, u, row, not seq),
     )  # fmt: skip
+
+
+def _why_no_knots(neuron_id: str, row: Mapping[str, Any] | None) -> str:
+    known = {v for key, _ in _RANK_KNOTS if (v := _stat(row, key)) is not None}
+    if not known:
+        return "no quantiles (no statistics)"
+    if len(known) == 1:
+        return f"no quantiles ({neuron_id}'s stored quantiles all read {fmt_value(known.pop())})"
+    return "no quantiles (constant values)"
+
+
+def needs_values(neuron_id: str, stats_row: Mapping[str, Any] | None, method: str | None) -> bool:
+    """Whether :func:`scale_for` builds this scale from the values shown: the window scales,
+    and ``quantile`` (or ``logit`` on a non-gate) when the stored quantiles cannot rank (fewer
+    than two distinct ones). The dashboard and the export pass the values shown exactly when
+    this is true (the export always does: scale_for ignores them otherwise), so both colour a
+    window alike."""
+    method = method or DEFAULT_SCALE
+    if method in WINDOW_SCALES:
+        return True
+    if method == "logit" and parse_neuron(neuron_id).kind not in GATE_KINDS:
+        method = "quantile"
+    return method == "quantile" and _rank_knots(stats_row) is None
+
+
+def _detrend_core(t: np.ndarray) -> np.ndarray:
+    """The detrended values with the full :data:`DETREND_WIDTH` around them (the ends, where
+    the trend is a one-sided fit, do not set the range), or all when too few have it."""
+    h = DETREND_WIDTH // 2
+    core = t[h : t.size - h]
+    return core if np.isfinite(core).sum() >= DETREND_WIDTH else t
 
 
 def transform_values(values: np.ndarray, transform: str, scale: Scale | None = None) -> np.ndarray:
@@ -374,7 +469,7 @@ def transform_values(values: np.ndarray, transform: str, scale: Scale | None = N
         np.subtract(v[1:], v[:-1], out=out[1:])
         return out
     if transform == "detrend":
-        return v - moving_mean(v, DETREND_WIDTH)
+        return v - trend(v, DETREND_WIDTH)
     raise ValueError(f"unknown transform {transform!r}")
 
 
@@ -390,6 +485,30 @@ def moving_mean(v: np.ndarray, width: int) -> np.ndarray:
     cnt = ccnt[b] - ccnt[a]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(cnt > 0, (csum[b] - csum[a]) / np.maximum(cnt, 1), np.nan)
+
+
+def trend(v: np.ndarray, width: int = DETREND_WIDTH) -> np.ndarray:
+    """What ``detrend`` subtracts: the centred mean over ``width`` values where they all lie
+    in ``v``; in the first and last ``width // 2``, where the window would be cut short, the
+    value at that position of a straight line fitted (least squares) to the values the cut
+    window holds. A ramp's trend is the ramp itself up to the ends, so a counter detrends to
+    its local structure everywhere, not to ∓width/4 steps at the edges (NaNs skipped)."""
+    v = np.asarray(v, dtype=np.float64)
+    out = moving_mean(v, width)
+    h, n = width // 2, v.size
+    for i in sorted(set(range(min(h, n))) | set(range(max(n - h, 0), n))):
+        a, b = max(i - h, 0), min(i + h + 1, n)
+        seg = v[a:b]
+        ok = np.isfinite(seg)
+        if ok.sum() < 2:
+            continue  # the moving mean (or NaN) stands
+        x = np.arange(a - i, b - i, dtype=np.float64)[ok]
+        y = seg[ok]
+        xm, ym = x.mean(), y.mean()
+        sxx = float(((x - xm) ** 2).sum())
+        slope = float(((x - xm) * (y - ym)).sum()) / sxx if sxx > 0 else 0.0
+        out[i] = ym - slope * xm  # the line at offset 0 (position i)
+    return out
 
 
 def quantize(values: np.ndarray, scale: Scale) -> np.ndarray:

@@ -974,11 +974,15 @@ def _scales(
     out = []
     for j, nid in enumerate(ids):
         row = _stats_row(store, nid)
-        if row is None and vals is not None and parse_neuron(nid).kind not in GATE_KINDS:
-            # Without stored statistics the scale comes from what is shown (logged: it then
-            # differs between exports of the same neuron).
+        if (row is None and vals is not None and method == "linear"
+                and parse_neuron(nid).kind not in GATE_KINDS):  # fmt: skip
+            # Without stored statistics the linear range comes from what is shown (logged: it
+            # then differs between exports of the same neuron). The rank scales fall back to
+            # the values shown by themselves, and their legend says so.
             log.info("no statistics for %s: scaling to the exported values", nid)
             row = robust_stats(vals[:, j])
+        # Passed whatever the scale: scale_for uses them exactly when needs_values() says so,
+        # as the dashboard does.
         shown = vals[:, j] if vals is not None else None
         out.append(scale_for(nid, row, colormap=colormap, method=method, values=shown))
     return out

@@ -13,13 +13,17 @@ import pytest
 
 from interpret.colors import (
     DEFAULT_SCALE,
+    DETREND_WIDTH,
     NAN_COLOR,
     SCALES,
+    fmt_value,
     legend_ticks,
     moving_mean,
     quantize,
     robust_stats,
     scale_for,
+    transform_values,
+    trend,
 )
 from interpret.export import export_range
 from tests.test_server import colours, dash_store_dir, page, shared  # noqa: F401 (fixtures)
@@ -259,3 +263,129 @@ def test_cli_export_scale_choices_match_the_library(dash_store_dir, tmp_path):  
     args = ["export", str(dash_store_dir), "--neuron", "L1.c.3", "--range", "0:300"]
     assert main([*args, "--scale", "diff", "-o", str(out)]) == 0
     assert "diff colour scale" in out.read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------
+# After review: collapsed quantiles, detrend at the window's edges, signed ranks with many
+# zeros, one-sided signed neurons, diff's count
+# ----------------------------------------------------------------------------------------------
+
+_QUANTILE_COLS = ("min", "q01", "q05", "q25", "q50", "q75", "q95", "q99", "max")
+
+
+@pytest.fixture
+def own_shared(dash_store_dir):  # noqa: F811
+    """A Shared over its own store instance, so a test may damage its statistics or values."""
+    from tests.test_server import open_shared
+
+    yield from open_shared(dash_store_dir)
+
+
+@pytest.mark.parametrize(
+    ("nid", "stat"),
+    [("L1.f.3", 1.0), ("L1.c.3", np.nan), ("L1.h.5", 0.25)],
+    ids=["saturated-gate", "nan-stats", "constant-in-float16"],
+)
+def test_collapsed_quantiles_colour_dashboard_and_export_alike(own_shared, nid, stat):
+    """Stored quantiles with fewer than two distinct values (a gate saturated above 0.99976
+    whose float16 statistics all read 1.0, NaN statistics, a unit constant in float16) cannot
+    rank: both the dashboard and the export rank the window shown instead, colour every
+    character alike, and their legends say so (not "rank among all of its values")."""
+    own_shared.stats.loc[nid, list(_QUANTILE_COLS)] = stat
+    app = page(own_shared, {"neuron": [nid], "start": ["1000"], "size": ["1000"]})
+    assert app.state.scale == DEFAULT_SCALE and app.message.text == ""
+    doc = export_range(own_shared.store, [nid], 1000, 2000, tooltips="char")
+    dash = colours(app)
+    assert export_colours(doc) == dash
+    assert len(set(dash)) >= 10  # the window's structure, not one solid colour
+    desc = app.text.legend.items[0][1]
+    assert "rank among the 1,000 values shown" in desc and "all of" not in desc, desc
+    assert "no quantiles" in desc
+    assert html.escape(desc) in doc
+
+
+def ramp_and_sine(n: int = 400, start: float = 5000.0) -> tuple[np.ndarray, np.ndarray]:
+    """A counter (+1 per character) with a small local wiggle; returns (values, wiggle)."""
+    i = np.arange(n)
+    wiggle = 0.3 * np.sin(i)
+    return start + i + wiggle, wiggle
+
+
+def test_detrend_shows_a_counters_local_structure_up_to_the_window_edges():
+    v, wiggle = ramp_and_sine()
+    s = scale_for("L1.c.0", None, method="detrend", values=v.astype(np.float32))
+    # The range is the wiggle's, not the ∓16 the truncated moving mean left at the edges.
+    assert 0.2 < s.hi < 0.4, s.description
+    t = transform_values(v, "detrend")
+    np.testing.assert_allclose(t, wiggle, atol=0.06)  # was off by up to 16 at the ends
+    c = quantize(v, s)
+    for part in (slice(0, 32), slice(184, 216), slice(-32, None)):
+        assert c[part].max() - c[part].min() >= s.n - 3, (part, c[part])
+        assert np.corrcoef(c[part], wiggle[part])[0, 1] > 0.95, part
+    # Where the full width fits, detrend is still the centred moving mean.
+    w = np.random.default_rng(3).normal(size=300)
+    np.testing.assert_allclose(trend(w)[40:-40], moving_mean(w, DETREND_WIDTH)[40:-40])
+    assert "straight line" in s.description and "full width" in s.description
+
+
+def test_detrend_of_a_counter_is_the_same_in_dashboard_and_export(own_shared, monkeypatch):
+    store = own_shared.store
+    real = store.window
+    v, _ = ramp_and_sine(store.n, start=-3000.0)
+
+    def window(start, stop, neurons):
+        out = np.array(real(start, stop, neurons), dtype=np.float32)
+        for j, nid in enumerate(neurons):
+            if nid == "L1.c.3":
+                out[:, j] = v[start:stop]
+        return out
+
+    monkeypatch.setattr(store, "window", window)
+    app = page(own_shared, {"neuron": ["L1.c.3"], "start": ["1000"], "size": ["1000"],
+                            "scale": ["detrend"]})  # fmt: skip
+    doc = export_range(store, ["L1.c.3"], 1000, 2000, scale="detrend", tooltips="char")
+    dash = colours(app)
+    assert export_colours(doc) == dash and len(dash) == 1000
+    desc = app.text.legend.items[0][1]
+    assert html.escape(desc) in doc and "±0.29" in desc, desc  # was ±16, the edges
+    for part in (slice(0, 32), slice(484, 516), slice(-32, None)):
+        assert len(set(dash[part])) >= 8, part  # the wiggle, at the edges too
+
+
+def test_signed_ranks_use_zeros_rank_interval():
+    row = {"min": -1.0, "q01": -0.001, "q05": 0.0, "q25": 0.0, "q50": 0.0, "q75": 0.0,
+           "q95": 0.0, "q99": 0.001, "max": 100.0}  # fmt: skip
+    s = scale_for("L0.h.1", row)
+    c = quantize(np.array([-1, -0.0005, 0, 0.0005, 0.001, 50, 100.0]), s).tolist()
+    mid, top = s.n // 2, s.n - 1
+    assert c[0] == 0 and c[2] == mid and c[-1] == top
+    # q99 is not drawn as the maximum, nor q01 as the minimum: 1% of values lie beyond each.
+    assert c[4] < top - 1 and quantize(np.array([-0.001]), s)[0] > 1
+    assert c[1] < mid < c[3] < c[4] < c[5] <= c[6], c
+    assert mid - c[1] == c[3] - mid  # ±0.0005 sit alike either side of 0
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_one_sided_signed_neuron_legend_says_what_the_middle_colour_is(sign):
+    vals = sign * np.array([2.0, 2.1, 2.5, 3, 4, 5, 6, 7, 8])
+    row = robust_stats(vals) | {"min": float(vals.min()), "max": float(vals.max())}
+    s = scale_for("L0.c.1", row)
+    lim = fmt_value(2.0 * sign)
+    word = "all positive" if sign > 0 else "all negative"
+    assert word in s.description and f"{lim}, not 0" in s.description, s.description
+    assert "0 = middle" not in s.description
+    # The legend's middle tick names that value, not 0.
+    assert (0.5, lim) in s.ticks and all(label != "0" for _, label in s.ticks)
+    assert quantize(np.array([2.0 * sign]), s)[0] == s.n // 2
+    both = scale_for("L0.c.1", {"min": -1.0, "q50": 0.5, "max": 2.0})
+    assert "0 = middle" in both.description
+
+
+def test_diff_counts_only_the_values_it_has():
+    ramp = np.arange(500.0)
+    d = scale_for("L1.c.0", None, method="diff", values=ramp)
+    assert "of the 499 shown" in d.description, d.description
+    assert (
+        "the 500 values shown"
+        in scale_for("L1.c.0", None, method="window", values=ramp).description
+    )

@@ -871,3 +871,19 @@ def test_scale_dataclass_is_frozen():
     with pytest.raises(AttributeError):
         s.lo = 3.0  # type: ignore[misc]
     assert html.escape(s.key) == s.key
+
+
+def test_a_legend_says_when_the_quantile_scale_ranks_only_the_values_shown():
+    """Stored quantiles that cannot rank (a saturated gate's float16 statistics all read 1.0;
+    no statistics row) make the export rank the values shown, and its legend says that, not
+    "rank among all of the neuron's values"."""
+    store = demo_store()
+    store.stats.loc["L1.f.3", ["min", "q01", "q05", "q25", "q50", "q75", "q95", "q99", "max"]] = 1.0
+    store.stats = store.stats.drop(index="L1.c.42")
+    doc = export_range(store, ["L1.f.3", "L1.c.42", "L1.c.137"], 10, 400)
+    desc = [n.text() for n in assert_standalone_and_safe(doc).root.find_all(cls="scale-desc")]
+    assert "L1.f.3's stored quantiles all read 1" in desc[0], desc[0]
+    assert "no quantiles (no statistics)" in desc[1], desc[1]
+    for d in desc[:2]:
+        assert "quantile scale: colour = rank among the 390 values shown" in d and "all of" not in d
+    assert "rank among all of L1.c.137's values" in desc[2]  # its statistics rank as before

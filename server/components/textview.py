@@ -36,7 +36,7 @@ from bokeh.models import (
 from bokeh.plotting import figure
 from bokeh.transform import transform
 
-from interpret.colors import DEFAULT_SCALE, WINDOW_SCALES, Scale, scale_for
+from interpret.colors import DEFAULT_SCALE, Scale, needs_values, scale_for
 from interpret.export import legend_html
 from interpret.names import KIND_NAMES, parse_neuron
 
@@ -106,13 +106,18 @@ def lane_scales(
     shared: Shared, neurons: tuple[str, ...], method: str = DEFAULT_SCALE, values=None
 ) -> list[Scale]:
     """The scale of each neuron, as the export builds it: ``values`` ``[T, K]`` are the
-    window's (the window scales are built from them; the others from the statistics)."""
-    if method == DEFAULT_SCALE:
-        return [shared.scale(nid) for nid in neurons]  # cached for every tab
+    window's. Scales built from the values shown (the window scales, and a quantile scale whose
+    stored quantiles cannot rank: :func:`interpret.colors.needs_values`) get them; the others
+    come from the statistics, cached for every tab."""
     out = []
     for j, nid in enumerate(neurons):
-        shown = values[:, j] if method in WINDOW_SCALES else None
-        out.append(scale_for(nid, shared.stats_row(nid), method=method, values=shown))
+        row = shared.stats_row(nid)
+        if needs_values(nid, row, method):
+            if values is None:
+                raise ValueError(f"the {method} scale of {nid} is built from the values shown")
+            out.append(scale_for(nid, row, method=method, values=values[:, j]))
+        else:
+            out.append(shared.scale(nid, method))
     return out
 
 
