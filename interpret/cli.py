@@ -588,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("quantile", "linear", "logit", "window", "diff", "detrend"),
         help="colour scale: quantile (rank among all values; default), linear (the value), logit "
         "(gates), window (rank in the exported range), diff (change from the previous character), "
-        "detrend (minus a 65-character moving mean)",
+        "detrend (minus a 65-character moving mean; a fitted line at the window edges)",
     )  # fmt: skip
     e.add_argument("-o", "--output", required=True)
     e.set_defaults(func=cmd_export)
