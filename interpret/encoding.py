@@ -17,11 +17,13 @@ recording's range.
 Error bound, per value: ``|decoded - v| <= 0.51 * scale + 2**-24 * (|v| + scale)``: half a code
 step, 0.01 step for rounding ``(v - centre) / scale`` in float32, and the float32 rounding of
 ``centre + q * scale`` on reading (the stored float32 value itself carries the same 2^-24).
-With ``scale <= range_block / 65534 + 2**-24 |centre| / 32767`` and a block's range at most the
-unit's range over the whole store, that is at most ``7.8e-6`` of the unit's own range plus
-``6e-8`` of its magnitude (:func:`error_bound`): 1e-4 of the range holds for any unit whose
-magnitude stays under ~1,500 times its range, which is also where the float32 trace itself
-stops being that exact.
+With ``scale <= range_block / 65534 + 2**-24 |centre| / 32767 + F32_TINY`` (the scale is floored
+at float32's smallest normal number, ~1.2e-38, so ``1 / scale`` stays finite; subnormal
+rounding, 2^-150 an operation, hides in the 0.01 step) and a block's range at most the unit's
+range over the whole store, that is at most ``7.8e-6`` of the unit's own range plus ``6e-8`` of
+its magnitude plus ``6e-39`` (:func:`error_bound`): 1e-4 of the range holds for any unit whose
+magnitude stays under ~1,500 times its range and whose range is over ~1e-34, which is also where
+the float32 trace itself stops being that exact.
 
 Size: 2 bytes a value plus 8 bytes per unit and block (``T`` = 341 positions for 32 streams of a
 256-unit model: 1.2% more than float16). Reading decodes per slice (``DecodedArray``): a
@@ -46,14 +48,19 @@ PARAM_DTYPE = np.dtype(np.float32)  # [blocks, 2, H]: centre, then scale (negati
 QMAX = 32767  # codes run -QMAX..QMAX
 NAN_CODE = -32768
 F32_MAX = float(np.finfo(np.float32).max)
+# The smallest scale: ``1 / scale`` must stay finite in float32 (below ~2.9e-39 it is inf, and a
+# block of a dead gate, values ~1e-40..1e-35, would code as +-QMAX or NaN * 0). A block whose
+# half-range is under QMAX * F32_TINY (~3.9e-34) is coded in steps of F32_TINY.
+F32_TINY = float(np.finfo(np.float32).tiny)
 
 
 def block_params(vmin, vmax) -> tuple[np.ndarray, np.ndarray]:
     """``(centre, scale)`` float32 of blocks whose finite extremes are ``vmin``/``vmax``.
 
     Computed in float64 from the float32 extremes (their sum and difference cannot overflow);
-    the scale is rounded up so every value lies within ``QMAX`` steps of the float32 centre.
-    A block with no finite value (all NaN) gets centre 0 and scale 0.
+    the scale is rounded up so every value lies within ``QMAX`` steps of the float32 centre,
+    and a non-zero scale is at least ``F32_TINY`` (so ``1 / scale`` is finite). A block with no
+    value but NaNs gets centre 0 and scale 0; a constant block scale 0.
     """
     lo = np.clip(np.asarray(vmin, dtype=np.float64), -F32_MAX, F32_MAX)
     hi = np.clip(np.asarray(vmax, dtype=np.float64), -F32_MAX, F32_MAX)
@@ -64,7 +71,8 @@ def block_params(vmin, vmax) -> tuple[np.ndarray, np.ndarray]:
     scale = (half / QMAX).astype(np.float32)
     short = scale.astype(np.float64) * QMAX < half
     scale = np.where(short, np.nextafter(scale, np.float32(np.inf)), scale).astype(np.float32)
-    return centre, scale
+    scale = np.where(scale > 0, np.maximum(scale, np.float32(F32_TINY)), scale)
+    return centre, scale.astype(np.float32)
 
 
 def inverse_scale(scale):
@@ -153,7 +161,7 @@ def error_bound(value_range, max_abs) -> np.ndarray:
     store) and largest magnitude ``max_abs`` (see the module docstring)."""
     r = np.asarray(value_range, dtype=np.float64)
     a = np.asarray(max_abs, dtype=np.float64)
-    scale = r / (2 * QMAX) + 2.0**-24 * a / QMAX
+    scale = r / (2 * QMAX) + 2.0**-24 * a / QMAX + F32_TINY
     return 0.51 * scale + 2.0**-24 * (a + scale) + 2.0**-24 * r
 
 

@@ -8,7 +8,8 @@ thresholds 0.1 and 0.9 fall on bin edges. ``h g n``: 1024 bins on [-1, 1]. The c
 is unbounded (trained models reach the hundreds, most values stay near 0): its bins follow the
 float16 number line itself, 32 per octave (the sign, the exponent and the top 5 mantissa bits),
 from -65504 to 65504, i.e. 2% relative resolution at every magnitude, no first pass, no
-re-binning. Values are rounded to float16 before binning (``bin_index``), by the recorder
+re-binning; values beyond are counted in the end bins (quantiles there reach out to the
+neuron's true min and max). Values are rounded to float16 before binning (``bin_index``), by the recorder
 (from float32) and by readers (from decoded float32) alike; the grids only need float16's
 resolution, whatever encoding the store keeps the activations in.
 """
@@ -70,8 +71,12 @@ def hist_lut(kind: str) -> np.ndarray:
 
 
 def bin_index(values, kind: str) -> np.ndarray:
-    """Bins of ``values`` (rounded to float16 first, as the store holds them), same grid as stats."""
-    v16 = np.asarray(values, dtype=np.float16)
+    """Bins of ``values`` (rounded to float16 first, as the recorder bins them), same grid as
+    stats. Values beyond float16's range (a cell state past 65,504) count in the end bins."""
+    a = np.asarray(values)
+    if a.dtype.kind in "fiu" and a.dtype != np.float16:  # no overflow warning: clamped
+        a = np.clip(a, -F16_MAX, F16_MAX)
+    v16 = np.asarray(a, dtype=np.float16)
     return hist_lut(kind)[v16.view(np.uint16)]
 
 
@@ -86,7 +91,10 @@ def hist_quantiles(
     """Quantiles ``[len(qs), H]`` from counts ``[H, bins]``, linear within a bin.
 
     A bin's range is narrowed to the neuron's exact min and max, so a quantile never falls
-    outside the data and one-bin distributions come out exact.
+    outside the data and one-bin distributions come out exact. The end bins also hold what
+    lies beyond the grid (a cell state past float16's 65,504 is binned clamped): their ranges
+    reach out to the true min and max, so quantiles there interpolate up to them instead of
+    stopping at the grid's edge.
     """
     counts = np.asarray(counts, dtype=np.float64)
     H, nb = counts.shape
@@ -100,8 +108,10 @@ def hist_quantiles(
         before = np.where(j > 0, cum[rows, np.maximum(j - 1, 0)], 0.0)
         inside = counts[rows, j]
         frac = np.where(inside > 0, (target - before) / np.where(inside > 0, inside, 1), 0.0)
-        lo = np.maximum(edges[j], vmin)
-        hi = np.minimum(edges[j + 1], vmax)
+        lo_edge = np.where(j == 0, np.minimum(edges[0], vmin), edges[j])
+        hi_edge = np.where(j == nb - 1, np.maximum(edges[-1], vmax), edges[j + 1])
+        lo = np.maximum(lo_edge, vmin)
+        hi = np.minimum(hi_edge, vmax)
         hi = np.maximum(hi, lo)
         out[qi] = np.where(total > 0, lo + np.clip(frac, 0, 1) * (hi - lo), np.nan)
     return out

@@ -123,6 +123,7 @@ def count_bins(bits, lut, hist):
 
 
 _F32_MAX = np.float32(np.finfo(np.float32).max)
+_F32_TINY = np.float32(np.finfo(np.float32).tiny)
 _F16_MAX = np.float32(65504.0)
 
 
@@ -176,16 +177,20 @@ def _encode_flat(v, st, sb, T, B, H, length, codes, params, dec):
                 lo[j] = x if x < lo[j] else lo[j]  # a NaN compares false: skipped
                 hi[j] = x if x > hi[j] else hi[j]
         for j in range(H):
-            # clamped to float32's range: an inf would make the scale inf
-            a = np.float64(max(lo[j], -_F32_MAX))
-            z = np.float64(min(hi[j], _F32_MAX))
-            if not a <= z:  # no finite value
+            # Both extremes clamped to float32's range (an inf would make the scale inf), as
+            # encode_numpy: a block of +inf codes float32's max. Empty only when all NaN.
+            if lo[j] <= hi[j]:
+                a = np.float64(min(max(lo[j], -_F32_MAX), _F32_MAX))
+                z = np.float64(min(max(hi[j], -_F32_MAX), _F32_MAX))
+            else:
                 a = z = 0.0
             c = np.float32((a + z) / 2)
             reach = max(z - np.float64(c), np.float64(c) - a)
             s = np.float32(reach / 32767)
             if np.float64(s) * 32767 < reach:
                 s = np.nextafter(s, np.float32(np.inf))
+            if s > 0 and s < _F32_TINY:  # 1 / s must stay finite (encoding.F32_TINY)
+                s = _F32_TINY
             centre[j] = c
             scale[j] = s
             inv[j] = np.float32(1.0) / s if s > 0 else np.float32(0.0)

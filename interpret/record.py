@@ -40,7 +40,7 @@ import torch
 
 from interpret import __version__
 from interpret.checkpoint import LoadedModel
-from interpret.encoding import CODE_DTYPE, PARAM_DTYPE, block_layout, encode_torch
+from interpret.encoding import CODE_DTYPE, F32_MAX, PARAM_DTYPE, block_layout, encode_torch
 from interpret.errors import LstmscopeError, StoreError, WriteError
 from interpret.io import atomic_open, atomic_write_bytes, atomic_write_text, make_dir
 from interpret.lock import folder_lock, remove_stale_temps, temp_owner
@@ -175,8 +175,10 @@ class KindStats:
 
     Everything is exact except the quantiles (from the histogram): moments are merged per chunk
     with Chan et al.'s formula in float64 (each chunk centred on the running mean first, so
-    float32 sums lose nothing to cancellation); min, max and top/bottom-k come from the float32
-    values and are reported rounded to float16, which rounding preserves (it is monotone).
+    float32 sums lose nothing to cancellation); min, max and top/bottom-k are the float32
+    values themselves, unclamped (format 1 stores held them rounded to float16, clamped to
+    +-65,504 for ``c``). Only the histogram works on float16 (its grid; the quantiles it gives
+    are stretched to the true min and max in its end bins, see ``hist_quantiles``).
     """
 
     FIELDS = ("n", "mean", "m2", "vmin", "vmax", "hist", "top_val", "top_pos", "bot_val", "bot_pos")
@@ -433,13 +435,19 @@ class KindStats:
         n = int(st["n"])
         counts = st["hist"].reshape(self.H, self.nb)
 
-        def f16(a: np.ndarray) -> np.ndarray:
-            r = a.astype(np.float32).astype(np.float16).astype(np.float32)
-            return np.where(np.isfinite(a), r, np.nan).astype(np.float32)
+        def ranked(vals: np.ndarray, poss: np.ndarray) -> np.ndarray:
+            """float32 ``[H, k]`` values best first, NaN in empty slots (short texts)."""
+            return np.where(poss.T >= 0, vals.T, np.nan).astype(np.float32)
 
-        vmin, vmax = f16(st["vmin"]), f16(st["vmax"])
+        empty = n == 0
+        vmin = np.where(empty, np.nan, st["vmin"]).astype(np.float32)
+        vmax = np.where(empty, np.nan, st["vmax"]).astype(np.float32)
         std = np.sqrt(np.maximum(st["m2"] / max(n, 1), 0.0))
-        quant = hist_quantiles(counts, hist_edges(self.kind), QUANTILES, vmin, vmax)
+        # Clipped: an inf min/max (a diverged model) would make the end bins' quantiles NaN.
+        quant = hist_quantiles(
+            counts, hist_edges(self.kind), QUANTILES,
+            np.clip(vmin, -F32_MAX, F32_MAX), np.clip(vmax, -F32_MAX, F32_MAX),
+        )  # fmt: skip
         if self.kind in GATE_KINDS:
             # Edges are k/1000: bins below 100 hold exactly the values < 0.1, bins from 900 on
             # exactly the float16 values > 0.9 (0.9 itself is not a float16).
@@ -463,9 +471,9 @@ class KindStats:
             "sat_left": np.asarray(sat_left, dtype=np.float64),
             "sat_right": np.asarray(sat_right, dtype=np.float64),
             "top_pos": st["top_pos"].T.copy(),  # [H, k]
-            "top_val": f16(st["top_val"].T),
+            "top_val": ranked(st["top_val"], st["top_pos"]),
             "bottom_pos": st["bot_pos"].T.copy(),
-            "bottom_val": f16(st["bot_val"].T),
+            "bottom_val": ranked(st["bot_val"], st["bot_pos"]),
         }
         return out, counts
 
@@ -1068,10 +1076,8 @@ def _record_locked(
         else:
             params, dec = encode_torch(v, plan.length[k], codes)
             v16.copy_(dec).clamp_(-F16_MAX, F16_MAX)
-        if kind == "c":  # the only unbounded kind: its statistics stay inside float16's range
-            lo, hi = torch.aminmax(v)
-            if float(hi) > F16_MAX or float(lo) < -F16_MAX:
-                v = v.clamp(-F16_MAX, F16_MAX)
+        # Moments, min/max and top/bottom k fold the float32 values unclamped (a cell state may
+        # pass float16's 65,504); only the histogram's float16 grid clamps (v16, above).
         v2 = v.reshape(T * B, H)
         h2 = v16.view(T * B, H)
         if sel_tb is not None:

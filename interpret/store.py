@@ -19,9 +19,11 @@
       pred/top_prob.npy         float16 [N, 5]
 
 Activations are stored in a 16-bit block code (``interpret.encoding``: each block of positions
-coded per unit relative to its own range, within 1e-4 of the unit's range over the store where
-float16 lost 5e-4 on counter cells); ``array``, ``neuron`` and ``window`` return float32 whatever
-the encoding. Format 1 stores (``acts/L*.npy`` float16, no ``runs.npy``, ``blocks.npy`` or
+coded per unit relative to its own range; a decoded value is within ``7.8e-6`` of the unit's
+range over the store plus ``6e-8`` of its magnitude (float32 rounding) plus ``6e-39``
+(``encoding.error_bound``), where float16 lost 5e-4 of the range on counter cells); ``array``,
+``neuron`` and ``window`` return float32 whatever the encoding. Statistics (``stats/``) are of
+the float32 values (format 1 stores hold min, max and top/bottom values rounded to float16). Format 1 stores (``acts/L*.npy`` float16, no ``runs.npy``, ``blocks.npy`` or
 ``.scale.npy``) still open and read the same way.
 
 The histogram grid of the statistics is in ``interpret.histograms``.

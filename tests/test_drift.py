@@ -56,6 +56,35 @@ def test_drift_r_equals_numpy_on_the_stored_values(store):
         assert df.loc[nid, "r"] == pytest.approx(np.corrcoef(x, d)[0, 1], abs=1e-4), nid
 
 
+class _Spoiled:
+    """The store, with a NaN and an inf planted in cold rows of L0.c.0 and L1.h.5."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def array(self, layer, kind):
+        arr = self._store.array(layer, kind)[:, :]
+        cold = np.flatnonzero(self._store.cold)
+        if (layer, kind) == (0, "c"):
+            arr[cold[0], 0] = np.nan
+        if (layer, kind) == (1, "h"):
+            arr[cold[-1], 5] = np.inf
+        return arr
+
+
+def test_a_non_finite_value_in_a_cold_row_leaves_r_alone(store):
+    """Cold rows are left out of r: a NaN or inf there (warm-up of a diverging model) made the
+    unit's r NaN."""
+    want = drift(store).set_index("neuron")
+    got = drift(_Spoiled(store)).set_index("neuron")
+    for nid in ("L0.c.0", "L1.h.5"):
+        assert got.loc[nid, "r"] == pytest.approx(want.loc[nid, "r"], abs=1e-6), nid
+        assert got.loc[nid, "drifting"] == want.loc[nid, "drifting"]
+
+
 def test_drift_is_cached_per_store(store):
     first = drift(store)
     assert ("drift", R_MIN) in store_cache(store)

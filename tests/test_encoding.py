@@ -75,6 +75,72 @@ def test_the_three_encoders_give_the_same_bits():
     assert codes[0, 3, 1] == NAN_CODE and (codes[0, :, 1] != NAN_CODE).sum() == length[0] - 1
 
 
+def _dead_gate(lo=-100.0, hi=-80.0, m=9):
+    """A dead input gate: sigmoid of pre-activations -100..-80, values ~4e-44..2e-35."""
+    return torch.sigmoid(torch.linspace(lo, hi, m)).numpy()
+
+
+_INF, _TINY = np.float32(np.inf), np.finfo(np.float32).tiny
+EXTREME_BLOCKS = {
+    "all +inf": [_INF] * 3,
+    "all -inf": [-_INF] * 2,
+    "+inf and -inf": [_INF, -_INF, _INF],
+    "-inf and finite": [-_INF, 4.43e6, 9.25e6],
+    "+inf with a NaN": [np.nan, _INF],
+    "dead gate": _dead_gate(),
+    "dead gate, deeper": _dead_gate(-103.0, -90.0, 40),
+    "0 .. 1e-36": [0.0, 5e-37, 1e-36],
+    "1e-40 .. 1e-35": np.geomspace(1e-40, 1e-35, 30),
+    "subnormal steps": [0.0, 1.4e-45, 2.8e-45, -1.4e-45],
+    "near 1e-34": [1e-34, 2e-34, 5e-34],
+}
+
+
+@pytest.mark.parametrize("name", list(EXTREME_BLOCKS))
+def test_the_three_encoders_agree_on_infinite_and_tiny_blocks(name):
+    """Blocks of only +-inf code float32's max, not 0; a block whose half-range is too small
+    for ``1 / scale`` in float32 codes in steps of float32's tiny on every road."""
+    x = np.asarray(EXTREME_BLOCKS[name], dtype=np.float32)
+    m, H = len(x), 3
+    v = np.stack([x, -x, x * 0.5], axis=1)[:, None, :].copy()  # [m, 1, H]
+    codes = np.zeros((1, m, H), np.int16)
+    params = np.zeros((1, 2, H), np.float32)
+    dec = np.zeros((m, 1, H), np.float32)
+    kernels.encode_chunk(v, np.array([m]), codes, params, dec)
+    t_codes = torch.zeros((1, m, H), dtype=torch.int16)
+    t_params, t_dec = encode_torch(torch.from_numpy(v.copy()), np.array([m]), t_codes)
+    q, p = encode_numpy(v[:, 0])
+    assert np.array_equal(q, codes[0]) and np.array_equal(q, t_codes[0].numpy())
+    for got in (params[0], t_params[0]):
+        assert np.array_equal(p.view(np.uint32), got.view(np.uint32))
+    with np.errstate(over="ignore"):  # +-inf together: float32's max +- a step is inf
+        want = decode_block(q, p[0], p[1])
+    assert np.array_equal(want, t_dec[:, 0].numpy(), equal_nan=True)
+    assert np.array_equal(np.clip(want, -65504, 65504), dec[:, 0], equal_nan=True)
+    f32max = np.finfo(np.float32).max
+    clamped = np.clip(v[:, 0], -f32max, f32max).astype(np.float64)
+    # every value of a block without inf (which spoils its block) comes back within the bound
+    finite = ~np.isnan(clamped) & ~np.isinf(v[:, 0]).any(0)
+    rng = np.nanmax(clamped, 0) - np.nanmin(clamped, 0)
+    bound = error_bound(rng, np.nanmax(np.abs(clamped), 0))
+    err = np.abs(want - clamped)
+    assert (err[finite] <= np.broadcast_to(bound, err.shape)[finite]).all(), (err, bound)
+    assert ((np.abs(p[1]) == 0) | (np.abs(p[1]) >= _TINY)).all()
+    assert np.isfinite(p).all() and (q[~np.isnan(clamped)] != NAN_CODE).all()
+    if name.startswith("all"):  # inf of one sign: float32's max (was 0 from the kernel)
+        assert (want == np.clip(v[:, 0], -f32max, f32max)).all()
+
+
+def test_a_dead_gate_is_coded_within_a_tiny_fraction_of_its_range():
+    v = _dead_gate()[:, None]
+    q, p = encode_numpy(v)
+    got = decode_block(q, p[0], p[1])
+    rng = np.ptp(v)
+    assert np.abs(got - v).max() <= error_bound(rng, np.abs(v).max())
+    assert np.abs(got - v).max() < 1e-3 * rng  # was 0.08 of the range: codes at +-32767
+    assert len(np.unique(q)) == len(np.unique(v))  # distinct values keep distinct codes
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_decoded_values_are_within_the_bound(seed):
     v, length = _hostile_chunk(seed=seed)

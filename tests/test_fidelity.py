@@ -118,3 +118,32 @@ def test_store_matches_a_float64_reference_within_the_unit_ranges(tmp_path):
     assert np.abs(stored - counter).max() <= 1e-4 * np.ptp(counter)
     f16 = counter.astype(np.float16).astype(np.float64)
     assert np.abs(f16 - counter).max() > 1e-4 * np.ptp(counter)  # the test can tell them apart
+
+
+@pytest.mark.parametrize("accelerator", [False, True], ids=["compiled", "torch"])
+def test_statistics_of_a_cell_past_float16s_range_are_true(tmp_path, accelerator):
+    """A +1/char counter over 70k characters read as one stream: min, max, mean, top k and the
+    quantiles are of the true values, not clamped at float16's 65,504 (the stats said max
+    65,504 and mean 38,687 for 80k; the quantile colour scale painted the last 15k characters
+    one colour)."""
+    loaded = make_loaded(tmp_path, hidden=8, layers=2, seed=3)
+    plant_counters(loaded)
+    n = 70_000
+    text = python_text(n, seed=1)
+    record(loaded, text, tmp_path / "s", streams=1, warmup=0, progress=False,
+           _accelerator_path=accelerator)  # fmt: skip
+    store = ActivationStore.open(tmp_path / "s")
+    col = store.neuron("L0.c.0").astype(np.float64)
+    assert np.abs(col - np.arange(1, n + 1)).max() <= 1e-4 * n  # the codes keep them
+    s = store.stat_arrays(0, "c")
+    assert s["max"].dtype == np.float32 and s["max"][0] == n and s["min"][0] == 1
+    assert s["mean"][0] == pytest.approx((n + 1) / 2, rel=1e-6)
+    assert s["std"][0] == pytest.approx(col.std(), rel=1e-6)
+    assert s["top_val"][0].tolist() == list(range(n, n - 50, -1))
+    assert s["top_pos"][0].tolist() == list(range(n - 1, n - 51, -1))
+    assert s["bottom_val"][0, :3].tolist() == [1, 2, 3]
+    row = store.stats.loc["L0.c.0"]
+    for name, q in (("q75", 0.75), ("q95", 0.95), ("q99", 0.99)):
+        # linear within a bin, of values binned by their float16 rounding (steps of 32 here)
+        assert abs(row[name] - np.quantile(col, q)) <= 32.0, name
+    assert row["q99"] > 65504 and row["q99"] <= row["max"]

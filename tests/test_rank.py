@@ -149,6 +149,7 @@ def test_exact_head_is_the_exact_top(planted_store):
             assert rest[["f1", "iou", "threshold"]].isna().all().all()
         screen = rank(st, y, kind="binary", exact=0)
         assert not screen.exact.any() and screen.score.is_monotonic_decreasing
+        assert screen.attrs["exact_sure"] is False  # nothing was computed exactly
 
 
 def test_neurons_asked_for_are_exact(planted_store):

@@ -14,7 +14,14 @@ from interpret.checkpoint import load_model, save_checkpoint
 from interpret.errors import StoreError
 from interpret.model import CharRNN, ModelConfig
 from interpret.record import KindStats, record
-from interpret.store import QUANTILE_NAMES, bin_index, hist_edges, hist_lut, histogram
+from interpret.store import (
+    QUANTILE_NAMES,
+    bin_index,
+    hist_edges,
+    hist_lut,
+    hist_quantiles,
+    histogram,
+)
 from interpret.vocab import Vocab
 
 TEXT = (
@@ -144,9 +151,8 @@ def test_stats_frame(store):
     warm = ~store.cold
     vals = store.array(0, "c")[warm].astype(np.float64)
     row = st.loc["L0.c.5"]
-    # min/max: of the float32 values, rounded to float16; the store holds them within 1e-4 of
-    # the range
-    tol = 2.0**-11 * np.abs(vals[:, 5]).max() + 1e-4 * np.ptp(vals[:, 5])
+    # min/max: the float32 values; the store holds them within 1e-4 of the range
+    tol = 1e-4 * np.ptp(vals[:, 5])
     assert abs(row["min"] - vals[:, 5].min()) <= tol and abs(row["max"] - vals[:, 5].max()) <= tol
     assert row["mean"] == pytest.approx(vals[:, 5].mean(), rel=1e-3, abs=1e-3)
     # quantiles from the histogram: within a bin of the exact ones
@@ -220,6 +226,26 @@ def test_grids_are_monotone_and_fine_enough():
         and bin_index(0.1001, "i") == 100
         and bin_index(1.0, "i") == 999
     )
+
+
+def test_quantiles_in_the_end_bins_reach_the_true_extremes():
+    """Values beyond the c grid's +-65,504 are binned clamped into the end bins; a quantile
+    there interpolates up to the true min/max instead of stopping at the grid's edge (the
+    last 15k characters of an 80k counter all took the colour of 65,504)."""
+    x = np.concatenate([-np.arange(70_000, 100_000), np.arange(1, 80_001)]).astype(np.float64)
+    counts = histogram(x, "c")[None]
+    edges = hist_edges("c")
+    qs = (0.001, 0.01, 0.5, 0.99, 1.0)
+    got = hist_quantiles(counts, edges, qs, np.array([x.min()]), np.array([x.max()]))[:, 0]
+    assert got[0] < -65504 and abs(got[0] - np.quantile(x, 0.001)) < 40
+    assert got[3] > 65504 and abs(got[3] - np.quantile(x, 0.99)) < 40
+    assert got[-1] == x.max() and abs(got[2] - np.quantile(x, 0.5)) <= 0.02 * abs(got[2])
+    # inside the grid nothing changes: quantiles stay within the data's range
+    y = np.linspace(-3.0, 7.0, 1000)
+    q = hist_quantiles(
+        histogram(y, "c")[None], edges, (0.0, 1.0), np.array([-3.0]), np.array([7.0])
+    )
+    assert q[:, 0].tolist() == [-3.0, 7.0]
 
 
 def test_recorder_bins_like_the_reader():

@@ -22,9 +22,11 @@ from interpret.streams import (
     DEFAULT_WARMUP,
     choose_streams,
     cold_count,
+    run_lengths,
     warm_note,
 )
 from interpret.synthetic import generate
+from interpret.trace import plan_streams
 from interpret.vocab import Vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,6 +53,34 @@ def test_the_reported_case_gets_fewer_streams():
     """30,000 characters: 32 streams of 938 would all be warm-up; 15 of 2,000 are half warm."""
     assert warm_share(30_000, 32, 1000) == 0.0
     assert choose_streams(30_000) == (15, 1000)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_run_lengths_are_the_plans_runs(seed):
+    """The run lengths choose_streams counts with (without laying out a plan) are exactly
+    those of ``plan_streams``, documents or not, in text order."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 50_000))
+    cuts = np.unique(np.concatenate([[0, n], rng.integers(0, n, int(rng.integers(0, 300)))]))
+    docs = None if seed == 0 else np.stack([cuts[:-1], cuts[1:]], 1).tolist()
+    for streams in (1, 2, 7, 32, 1000):
+        runs = plan_streams(n, streams, max(n, 1), 0, docs).runs
+        assert run_lengths(n, streams, docs).tolist() == (runs[:, 1] - runs[:, 0]).tolist()
+    with pytest.raises(ValueError, match="lies outside"):
+        run_lengths(10, 2, [(0, 5), (5, 11)])
+
+
+def test_choosing_for_many_documents_is_fast():
+    """100k documents over 2M characters: 11 s when every stream count was planned whole."""
+    import time
+
+    n = 2_000_000
+    starts = np.arange(0, n, 20)
+    docs = np.stack([starts, np.minimum(starts + 20, n)], 1)
+    t = time.perf_counter()
+    s, w = choose_streams(n, documents=docs)
+    assert time.perf_counter() - t < 2.0
+    assert warm_share(n, s, w, docs) >= 0.5 and w <= 10
 
 
 def test_short_documents_shorten_the_warmup():

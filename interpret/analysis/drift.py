@@ -72,7 +72,8 @@ def _drift(store, r_min: float) -> pd.DataFrame:
             for a in range(0, store.n, ROWS):
                 b = min(a + ROWS, store.n)
                 block = np.asarray(arr[a:b]) - mean  # [m, H] float32
-                good = np.isfinite(block).all(0)  # a NaN column stays NaN below
+                # a NaN or inf on a warm row makes the column NaN; cold rows are left out
+                good = (np.isfinite(block) | ~warm[a:b, None]).all(0)
                 cov += np.where(good, dc[a:b] @ np.where(np.isfinite(block), block, 0), np.nan)
             cov /= max(n, 1)
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -309,7 +309,7 @@ def rank_binary(
         cols["exact"].append(np.zeros(H, dtype=bool))
     flat = {c: np.concatenate(v) for c, v in cols.items()}
     sure = exact_head(store, streams, flat, np.concatenate(hi), exact, asked, on[use], use)
-    if not sure:
+    if exact and not sure:
         log.info("%s: more rows could enter the exact top %d than were recomputed",
                  name or "feature", exact)  # fmt: skip
     df = _frame(store, streams, {c: [v] for c, v in flat.items()}, name, "binary")

@@ -68,7 +68,8 @@ def exact_head(store, streams, flat, hi, top: int, asked, on_use, use) -> bool:
     screen's top ``top``, the ``asked`` ones, then every other row whose exact AP could still
     reach the ``top``-th exact score (``hi``, the screen's upper bound, at least that). Returns
     whether that second set was complete (at most ``max(top, EXACT_MARGIN)`` more rows): then
-    the ``top`` best exact scores are the ``top`` best of all neurons."""
+    the ``top`` best exact scores are the ``top`` best of all neurons. ``top == 0`` (the screen
+    alone) returns False: nothing was made sure of."""
     score = flat["score"]
     n = len(score)
 
@@ -83,7 +84,9 @@ def exact_head(store, streams, flat, hi, top: int, asked, on_use, use) -> bool:
 
     by_screen = np.argsort(-score, kind="stable")
     recompute(np.concatenate([by_screen[: min(top, n)], asked]))
-    if top == 0 or top >= n:
+    if top == 0:  # the screen alone: no exact head to be sure of
+        return False
+    if top >= n:
         return True
     kth = np.sort(score[flat["exact"]])[-top]  # the top-th exact score so far
     more = np.flatnonzero(~flat["exact"] & (hi >= kth))
