@@ -331,6 +331,7 @@ class Shared:
         self.background.submit(self._compute_drift)
 
     def _compute_drift(self) -> pd.DataFrame | None:
+        t0 = time.perf_counter()
         try:
             df = drift(self.store).set_index("neuron")
         except Exception:
@@ -338,6 +339,9 @@ class Shared:
             return None
         with self._drift_lock:
             self._drift = df
+        log.info(
+            "%d drifting units found in %.1f s", int(df["drifting"].sum()), time.perf_counter() - t0
+        )
         return df
 
     def drift(self, wait: bool | None = None) -> pd.DataFrame | None:
