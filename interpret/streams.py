@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from interpret.errors import StoreError
+from interpret.trace import cut_runs, run_edges
 
 log = logging.getLogger(__name__)
 
@@ -30,39 +31,17 @@ DEFAULT_WARMUP = 1000  # characters until a zero state is forgotten (bracket/quo
 MIN_WARM = 0.5  # a store holds at least this share of its positions warm
 
 
-def _segments(n: int, documents: Sequence[tuple[int, int]] | None) -> np.ndarray:
-    """``[S]`` lengths of the spans between document starts (``trace._runs`` before it cuts
-    them for balance), in text order; the same stream count does not change them."""
-    starts = np.zeros(0, dtype=np.int64)
-    if documents is not None:
-        docs = np.asarray(documents, dtype=np.int64).reshape(-1, 2)
-        bad = ~((docs[:, 0] >= 0) & (docs[:, 0] <= docs[:, 1]) & (docs[:, 1] <= n))
-        if bad.any():
-            a, b = docs[np.argmax(bad)].tolist()
-            raise ValueError(f"document ({a}, {b}) lies outside the text of {n} characters")
-        starts = docs[:, 0]
-    edges = np.unique(np.concatenate([[0, n], starts]))
-    return np.diff(edges)
-
-
-def _cut(segs: np.ndarray, n: int, streams: int) -> np.ndarray:
-    """``[R]`` run lengths: ``segs`` cut as ``trace._runs`` cuts them for ``streams``."""
-    target = max(1, -(-n // streams))
-    segs = segs[segs > 0]
-    pieces = -(-segs // target)  # ceil
-    seg = np.repeat(np.arange(len(segs)), pieces)
-    first = np.cumsum(pieces) - pieces
-    j = np.arange(len(seg)) - first[seg]
-    L, p = segs[seg], pieces[seg]
-    return (L * (j + 1)) // p - (L * j) // p
-
-
 def run_lengths(
     n: int, streams: int, documents: Sequence[tuple[int, int]] | None = None
 ) -> np.ndarray:
     """``[R]`` lengths of the runs a recording of ``n`` characters over ``streams`` reads (those
     of ``plan_streams(...).runs``, in text order, without laying them out over the streams)."""
-    return _cut(_segments(n, documents), n, streams)
+    return _lengths(run_edges(n, documents), n, streams)
+
+
+def _lengths(edges: np.ndarray, n: int, streams: int) -> np.ndarray:
+    runs = cut_runs(edges, n, streams)
+    return runs[:, 1] - runs[:, 0]
 
 
 def cold_count(
@@ -90,9 +69,9 @@ def _longest_warmup(n: int, lengths: np.ndarray, upto: int) -> int:
 
 def _most_streams(n: int, warmup: int, documents, upto: int) -> int:
     """The most streams ``<= upto`` that keep enough warm with ``warmup`` (0: none do)."""
-    segs = _segments(n, documents)  # once: 100k documents took 0.3 s a stream count to plan
+    edges = run_edges(n, documents)  # once: 100k documents took 0.3 s a stream count to plan
     for s in range(upto, 0, -1):
-        if _warm_enough(n, int(np.minimum(_cut(segs, n, s), warmup).sum())):
+        if _warm_enough(n, int(np.minimum(_lengths(edges, n, s), warmup).sum())):
             return s
     return 0
 

@@ -25,7 +25,6 @@ distance from a stream's start are from the exact single-pass reading.
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import math
 import tempfile
@@ -408,27 +407,33 @@ class StreamPlan:
         return d - starts
 
 
-def _runs(n: int, streams: int, documents: Sequence[tuple[int, int]] | None) -> np.ndarray:
-    """Spans that start from a zero state: document starts, then cuts for balance."""
-    bounds = {0, n}
+def run_edges(n: int, documents: Sequence[tuple[int, int]] | None) -> np.ndarray:
+    """``[E]`` sorted positions where a run must start (0, every document start) and ``n``."""
+    starts = np.zeros(0, dtype=np.int64)
     if documents is not None:
-        for a, b in documents:
-            a, b = int(a), int(b)
-            if not (0 <= a <= b <= n):
-                raise ValueError(f"document ({a}, {b}) lies outside the text of {n} characters")
-            bounds.add(a)
-    edges = sorted(bounds)
-    target = max(1, math.ceil(n / streams))
-    runs = []
-    for a, b in itertools.pairwise(edges):
-        if b <= a:
-            continue
-        # A segment much longer than a stream's share is cut into equal pieces, so that B streams
-        # finish together; each piece starts cold.
-        pieces = max(1, math.ceil((b - a) / target))
-        cuts = [a + (b - a) * j // pieces for j in range(pieces + 1)]
-        runs.extend((c0, c1) for c0, c1 in itertools.pairwise(cuts) if c1 > c0)
-    return np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+        docs = np.asarray(documents, dtype=np.int64).reshape(-1, 2)
+        bad = ~((docs[:, 0] >= 0) & (docs[:, 0] <= docs[:, 1]) & (docs[:, 1] <= n))
+        if bad.any():
+            a, b = docs[np.argmax(bad)].tolist()
+            raise ValueError(f"document ({a}, {b}) lies outside the text of {n} characters")
+        starts = docs[:, 0]
+    return np.unique(np.concatenate([[0, n], starts]).astype(np.int64))
+
+
+def cut_runs(edges: np.ndarray, n: int, streams: int) -> np.ndarray:
+    """``[R, 2]`` (start, stop) of the runs between ``edges`` (:func:`run_edges`) for
+    ``streams`` rows, in text order. A segment much longer than a stream's share is cut into
+    equal pieces, so that the rows finish together; each piece starts cold. Vectorised: choosing
+    the stream count tries every count over tens of thousands of documents."""
+    target = max(1, -(-n // streams))
+    a, seg_len = edges[:-1], np.diff(edges)
+    keep = seg_len > 0
+    a, seg_len = a[keep], seg_len[keep]
+    pieces = -(-seg_len // target)  # ceil; <= the segment's length, so no piece is empty
+    seg = np.repeat(np.arange(len(seg_len)), pieces)
+    j = np.arange(len(seg)) - (np.cumsum(pieces) - pieces)[seg]
+    L, p = seg_len[seg], pieces[seg]
+    return np.stack([a[seg] + L * j // p, a[seg] + L * (j + 1) // p], axis=1).astype(np.int64)
 
 
 def plan_streams(
@@ -449,7 +454,7 @@ def plan_streams(
         raise ValueError("nothing to read: the text is empty")
     if streams < 1 or chunk_len < 1 or warmup < 0:
         raise ValueError("streams and chunk_len must be at least 1, warmup at least 0")
-    runs = _runs(n, streams, documents)
+    runs = cut_runs(run_edges(n, documents), n, streams)
     chunks_of = -(-(runs[:, 1] - runs[:, 0]) // chunk_len)  # ceil
     rows: list[list[int]] = [[] for _ in range(min(streams, len(runs)))]
     heap = [(0, b) for b in range(len(rows))]
