@@ -423,9 +423,9 @@ class App:
         finally:
             self._syncing = False
         if old is None or old.primary != new.primary or old.scale != new.scale:
-            self._schedule_card(new.primary)
-            if "saturation" in self._built:
-                self.saturation.mark(new.primary)
+            self._schedule_card(new.primary)  # the card is coloured on the text's scale
+        if (old is None or old.primary != new.primary) and "saturation" in self._built:
+            self.saturation.mark(new.primary)
         if (old is None or old.feature != new.feature) and "rank" in self._built:
             self._load_rank(new.feature)
         self.url.update(to_query(new))

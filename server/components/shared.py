@@ -137,8 +137,7 @@ class Shared:
         # the store, so a server starts it in the background and pages show it once it is there.
         self._background = background
         self._drift_lock = threading.Lock()
-        self._drift: pd.DataFrame | None = None
-        self._drift_started = False
+        self._drift: Future | None = None  # the one pass, once started
         if background and self.n_warm:
             self._start_drift()
 
@@ -323,12 +322,12 @@ class Shared:
         )
 
     # -- drifting units ---------------------------------------------------------------------
-    def _start_drift(self) -> None:
+    def _start_drift(self) -> Future:
+        """The drift pass, started once on the background thread (callers share it)."""
         with self._drift_lock:
-            if self._drift_started:
-                return
-            self._drift_started = True
-        self.background.submit(self._compute_drift)
+            if self._drift is None:
+                self._drift = self.background.submit(self._compute_drift)
+            return self._drift
 
     def _compute_drift(self) -> pd.DataFrame | None:
         t0 = time.perf_counter()
@@ -337,8 +336,6 @@ class Shared:
         except Exception:
             log.exception("finding the drifting units failed; no unit is flagged")
             return None
-        with self._drift_lock:
-            self._drift = df
         log.info(
             "%d drifting units found in %.1f s", int(df["drifting"].sum()), time.perf_counter() - t0
         )
@@ -346,16 +343,13 @@ class Shared:
 
     def drift(self, wait: bool | None = None) -> pd.DataFrame | None:
         """``interpret.analysis.drift`` indexed by neuron, or None while it is computed in the
-        background (``wait``: compute it now if need be; by default a server waits for nothing,
-        a Shared made without ``background`` computes at once)."""
-        with self._drift_lock:
-            if self._drift is not None:
-                return self._drift
+        background (``wait``: wait for it if need be; by default a server waits for nothing,
+        a Shared made without ``background`` waits)."""
         if not self.n_warm:
             return None
-        if wait if wait is not None else not self._background:
-            return self._compute_drift()
-        self._start_drift()
+        future = self._start_drift()
+        if future.done() or (wait if wait is not None else not self._background):
+            return future.result()
         return None
 
     def drifting(self, wait: bool | None = None) -> frozenset[str]:
