@@ -419,6 +419,14 @@ def scale_for(
     )  # fmt: skip
 
 
+def whole_neuron_scale(method: str | None) -> str:
+    """The scale a view of a neuron's whole distribution uses (a card: its histogram and
+    far-apart contexts) for the text's ``method``: a scale built from the values shown
+    (:data:`WINDOW_SCALES`) means nothing there, so it becomes the default."""
+    method = method or DEFAULT_SCALE
+    return DEFAULT_SCALE if method in WINDOW_SCALES else method
+
+
 def _why_no_knots(neuron_id: str, row: Mapping[str, Any] | None) -> str:
     known = {v for key, _ in _RANK_KNOTS if (v := _stat(row, key)) is not None}
     if not known:

@@ -55,13 +55,13 @@ from interpret import __version__
 from interpret.colors import (
     DEFAULT_SCALE,
     SCALES,
-    WINDOW_SCALES,
     Scale,
     legend_ticks,
     quantize,
     robust_stats,
     scale_for,
     text_colors,
+    whole_neuron_scale,
 )
 from interpret.io import atomic_write_text
 from interpret.names import GATE_KINDS, KIND_NAMES, parse_neuron
@@ -1149,8 +1149,7 @@ def card_fragment(
 ) -> str:
     """The neuron card as a fragment (see :func:`export_card`). A card shows the neuron's
     whole distribution, so a window ``scale`` (built from the values shown) becomes quantile."""
-    method = _check_scale(scale)
-    method = "quantile" if method in WINDOW_SCALES else method
+    method = whole_neuron_scale(_check_scale(scale))
     ids = _neuron_ids(neuron)
     if len(ids) != 1:
         raise ValueError(f"a card shows exactly one neuron, got {len(ids)}")

@@ -569,7 +569,7 @@ class _Writer(_TaskThread):
 
 
 class _StatsWorker(_TaskThread):
-    """Runs each layer's statistics, float16 rounding and write queueing in one thread, in order.
+    """Runs each layer's coding, statistics and write queueing in one thread, in order.
 
     The main thread copies a layer's kinds out of the trace's reused buffers and goes on to the
     next layer or chunk, while this thread folds the copies into the statistics (one thread and

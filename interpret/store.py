@@ -426,9 +426,9 @@ class ActivationStore:
         self._stream(layer, kind)
         key = (layer, kind)
         if key not in self._decoded:
-            rel = f"acts/L{layer}.{kind}.npy"
+            rel = act_path(Path(), layer, kind).as_posix()
             if self.meta["version"] >= 2:
-                params = self._load(f"acts/L{layer}.{kind}.scale.npy")
+                params = self._load(param_path(Path(), layer, kind).as_posix())
                 arr = BlockCodedArray(self._load(rel), params, self.block_starts)
             else:
                 arr = Float16Array(self._load(rel))

@@ -27,7 +27,7 @@ from bokeh.models import (
 from bokeh.plotting import figure
 from bokeh.transform import transform
 
-from interpret.colors import DEFAULT_SCALE, WINDOW_SCALES, quantize
+from interpret.colors import quantize, whole_neuron_scale
 from interpret.export import rebin_hist
 from interpret.names import GATE_KINDS, KIND_NAMES, parse_neuron
 
@@ -173,7 +173,7 @@ class NeuronCard:
         self.neuron = nid
         nrn = parse_neuron(nid)
         stats = self.shared.stats_row(nid)
-        method = DEFAULT_SCALE if method is None or method in WINDOW_SCALES else method
+        method = whole_neuron_scale(method)
         scale = self.shared.scale(nid, method)
         self.hist.title.text = f"Histogram (warm positions, log counts) · {method} colours"
         self.title.text = (

@@ -18,14 +18,10 @@ from .tables import Rows
 
 SHOWN = 200  # rows in the table: the ranking's head is what anyone reads
 
-# (field in the table, column of rank's frame, title, width); missing columns are left out.
-BINARY_FIELDS = (
-    ("ap", "ap", "AP", 62),
-    ("auroc", "auroc", "AUROC", 62),
-    ("f1", "f1", "F1*", 52),
-    ("iou", "iou", "IoU*", 52),
-)
-GRADED_FIELDS = (("r", "r", "r", 62),)
+# Columns of rank's frame shown beside the score: (column, title, width); missing ones are left
+# out. A binary ranking's score is its AP, a graded one's |r|.
+BINARY_FIELDS = (("auroc", "AUROC", 62), ("f1", "F1*", 52), ("iou", "IoU*", 52))
+GRADED_FIELDS = (("r", "r", 62),)
 
 
 def _exact_mark(v) -> str:
@@ -72,11 +68,7 @@ class RankTable:
             ),
             TableColumn(field="sign", title="sign", width=36),
         ]
-        cols += [
-            TableColumn(field=f, title=t, formatter=num, width=w)
-            for f, _, t, w in fields
-            if f != "ap"  # AP is the score column of a binary ranking
-        ]
+        cols += [TableColumn(field=f, title=t, formatter=num, width=w) for f, t, w in fields]
         if kind == "binary":
             cols.append(TableColumn(field="exact", title="exact", width=40))
         cols.append(TableColumn(field="drift", title="drift", width=40))
@@ -119,7 +111,7 @@ class RankTable:
         """
         head = df.head(SHOWN)
         kind = str(df.attrs.get("feature_kind") or ("binary" if "ap" in df.columns else "graded"))
-        fields = [f for f in (BINARY_FIELDS if kind == "binary" else GRADED_FIELDS) if f[1] in head]
+        fields = [f for f in (BINARY_FIELDS if kind == "binary" else GRADED_FIELDS) if f[0] in head]
         n = len(head)
         data: dict[str, list | np.ndarray] = {
             "neuron": head["neuron"].astype(str).tolist(),
@@ -128,8 +120,8 @@ class RankTable:
             if "sign" in head
             else [""] * n,
         }
-        for f, col, _, _ in fields:
-            data[f] = head[col].astype(float).to_numpy()
+        for f, _, _ in fields:
+            data[f] = head[f].astype(float).to_numpy()
         if kind == "binary":
             data["exact"] = (
                 [_exact_mark(v) for v in head["exact"]] if "exact" in head else ["≈"] * n

@@ -320,11 +320,7 @@ class TextView:
         self.start = start
         self.lanes_layout = lane_layout(lanes, self.strip)
         self.n_rows = cells.n_lines * self.lanes_layout.pitch
-        rows = self.visible_rows()
-        self.figure.frame_height = round(rows * ROW_H)
-        yr = self.figure.y_range
-        yr.bounds = (-0.5, max(self.n_rows, rows) - 0.5)
-        yr.start, yr.end = rows - 0.5, -0.5
+        self._show_rows(0.0)
         self.lane_names = []  # forces the gutter to be redrawn
 
     def _char_info(self, start: int, stop: int, text: str) -> dict[str, list]:
@@ -355,12 +351,17 @@ class TextView:
         self.max_rows = int(r)
         if self.cells is None:
             return
-        rows_shown = self.visible_rows()
-        self.figure.frame_height = round(rows_shown * ROW_H)
+        self._show_rows(self.figure.y_range.end + 0.5)
+
+    def _show_rows(self, top: float) -> None:
+        """Size the figure to :meth:`visible_rows` rows and show them from row ``top`` (kept
+        inside the grid); the wheel scrolls within the grid's bounds."""
+        rows = self.visible_rows()
+        self.figure.frame_height = round(rows * ROW_H)
         yr = self.figure.y_range
-        top = max(0.0, min(yr.end + 0.5, self.n_rows - rows_shown))
-        yr.bounds = (-0.5, max(self.n_rows, rows_shown) - 0.5)
-        yr.start, yr.end = top + rows_shown - 0.5, top - 0.5
+        top = max(0.0, min(top, self.n_rows - rows))
+        yr.bounds = (-0.5, max(self.n_rows, rows) - 0.5)
+        yr.start, yr.end = top + rows - 0.5, top - 0.5
 
     def _gutter(self) -> None:
         cells = self.cells
