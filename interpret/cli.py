@@ -447,11 +447,6 @@ def cmd_detect(args) -> int:
 def cmd_serve(args) -> int:
     from interpret.serve import serve
 
-    if args.neuron:  # a bad id names what this store holds, before the server starts
-        from interpret.store import ActivationStore
-
-        _store_neuron(ActivationStore.open(args.store), args.neuron)
-
     serve(args.store, port=args.port, address=args.address, allow_origin=args.allow_origin or (),
           show=args.show, initial=args.neuron)  # fmt: skip
     return 0
