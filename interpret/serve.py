@@ -221,11 +221,15 @@ def check_store(store_path: str | Path, initial: str | None = None) -> Activatio
     return store
 
 
-def _load_app(DirectoryHandler, argv: list[str]):
-    """Bokeh parses the app with ``ast.parse``. On CPython 3.11 that races with any other
+def load_app(argv: list[str]):
+    """The dashboard app as Bokeh's ``DirectoryHandler`` over ``server/``, with ``argv``.
+
+    Bokeh parses the app with ``ast.parse``. On CPython 3.11 that races with any other
     thread formatting a traceback (which also calls ``ast.parse``, for the ^^^ markers):
     "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905, fixed in 3.12).
     The race is over as soon as the other thread is done, so try again."""
+    from bokeh.application.handlers.directory import DirectoryHandler
+
     for attempt in range(3):
         try:
             return DirectoryHandler(filename=str(SERVER_DIR), argv=argv)
@@ -251,7 +255,6 @@ def make_server(
     ``port=0`` binds a free port; the websocket allow-list is made for the port actually bound.
     """
     from bokeh.application import Application
-    from bokeh.application.handlers.directory import DirectoryHandler
     from bokeh.server.server import BaseServer
     from bokeh.server.util import bind_sockets
     from tornado.httpserver import HTTPServer
@@ -267,7 +270,7 @@ def make_server(
     if initial is not None:
         argv += ["--initial", initial]
     bokeh_curdoc.install()  # one curdoc() per thread: see interpret/bokeh_curdoc.py
-    handler = _load_app(DirectoryHandler, argv)
+    handler = load_app(argv)
     if handler.failed:
         raise LstmscopeError(f"the dashboard app failed to load: {handler.error}")
     app = Application(handler)
