@@ -1,7 +1,7 @@
 """How fast the analysis is on a 1M-character store.
 
 Takes a store (``--store PATH``) or records one: a random-weight 2x256 LSTM (embed 64) over the
-first ``--chars`` characters of the Python standard library (``interpret.recipes.python_stdlib``),
+first ``--chars`` characters of the Python standard library (``lstmscope.text.recipes.python_stdlib``),
 every kind of every layer, into ``--out`` (reused when it already holds that recording). Then
 times, each twice (the first run may read the arrays from disk, the second from the page cache):
 
@@ -37,13 +37,12 @@ log = logging.getLogger("analysis_speed")
 
 def build_store(out: Path, chars: int, kinds: list[str] | None) -> Path:
     import torch
-
-    from interpret.checkpoint import LoadedModel
-    from interpret.corpus import join_documents
-    from interpret.model import CharRNN, ModelConfig
-    from interpret.recipes import python_stdlib
-    from interpret.record import record
-    from interpret.vocab import Vocab
+    from lstmscope.model.cells import CharRNN, ModelConfig
+    from lstmscope.model.checkpoint import LoadedModel
+    from lstmscope.store.record import record
+    from lstmscope.text.corpus import join_documents
+    from lstmscope.text.recipes import python_stdlib
+    from lstmscope.text.vocab import Vocab
 
     text, _ = join_documents(python_stdlib())
     text = text[:chars]
@@ -86,11 +85,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
 
-    from interpret.analysis.contexts import contexts
-    from interpret.analysis.rank import feature_values, rank, rank_many
-    from interpret.analysis.saturation import saturation
-    from interpret.analysis.search import match_spans, select_neurons
-    from interpret.store import ActivationStore
+    from lstmscope.analysis.contexts import contexts
+    from lstmscope.analysis.rank import feature_values, rank, rank_many
+    from lstmscope.analysis.saturation import saturation
+    from lstmscope.analysis.search import match_spans, select_neurons
+    from lstmscope.store.reader import ActivationStore
 
     path = args.store or build_store(
         args.out, args.chars, args.kinds.split(",") if args.kinds else None

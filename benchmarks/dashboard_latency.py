@@ -7,7 +7,7 @@ Four measurements, each against its goal:
    feature track), and the bytes that change sends to the browser.
 2. **Page load** (goal < 3 s): from navigation to the first highlighted text painted on the
    canvas, headless Chromium, a 1,000,000-character store served by ``python -m
-   interpret.serve`` in a subprocess.
+   lstmscope.server.serve`` in a subprocess.
 3. **20 concurrent sessions** (goals: no error, p95 update < 500 ms, server memory per session
    a small constant): 20 ``bokeh.client`` sessions on threads, each changing neuron 10 times;
    the update time is from setting the unit to the client document holding the new view.
@@ -23,7 +23,7 @@ Four measurements, each against its goal:
 
 The store (synthetic corpus, a random-weight 2-layer LSTM: the weights do not change any of
 these costs) is built once under ``--cache`` and reused; ``--store`` uses another (the demo's,
-or any ``lstmscope record`` output). The server is ``python -m interpret.serve`` in a
+or any ``lstmscope record`` output). The server is ``python -m lstmscope.server.serve`` in a
 subprocess, as ``lstmscope serve`` runs it.
 
     OMP_NUM_THREADS=1 python benchmarks/dashboard_latency.py [--store STORE] [--hidden 64]
@@ -92,12 +92,11 @@ def build_store(path: Path, n_chars: int, hidden: int) -> Path:
     if (path / "meta.json").is_file():
         return path
     import torch
-
-    from interpret.checkpoint import load_model, save_checkpoint
-    from interpret.model import CharRNN, ModelConfig
-    from interpret.record import record
-    from interpret.synthetic import generate
-    from interpret.vocab import Vocab
+    from lstmscope.model.cells import CharRNN, ModelConfig
+    from lstmscope.model.checkpoint import load_model, save_checkpoint
+    from lstmscope.store.record import record
+    from lstmscope.text.synthetic import generate
+    from lstmscope.text.vocab import Vocab
 
     torch.set_num_threads(1)
     text = generate(n_chars, seed=0).text
@@ -126,10 +125,9 @@ def pct(xs: list[float], q: float) -> float:
 
 def bench_update(store_path: Path, repeats: int = 30) -> dict:
     from bokeh.document import Document
-
-    from interpret.store import ActivationStore
-    from server.components.shared import Shared
-    from server.main import make_document
+    from lstmscope.server.components.shared import Shared
+    from lstmscope.server.main import make_document
+    from lstmscope.store.reader import ActivationStore
 
     shared = Shared(ActivationStore.open(store_path), workers=1)
     out = {}
@@ -209,7 +207,7 @@ class ServerProcess:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         self.log = open(store.parent / "bench-server.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "interpret.serve", str(store), str(self.port)],
+            [sys.executable, "-m", "lstmscope.server.serve", str(store), str(self.port)],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -595,7 +593,7 @@ def main() -> None:
     store = args.store or build_store(
         args.cache / f"synthetic-{args.chars}-h{args.hidden}", args.chars, args.hidden
     )
-    from interpret.store import ActivationStore
+    from lstmscope.store.reader import ActivationStore
 
     s = ActivationStore.open(store)
     log.info("store %s: %d characters, %d neurons", store, s.n, len(s.neurons))

@@ -7,7 +7,7 @@ real checkpoint with --model PATH / demo), in one run:
   trace   every kind of every layer and the predictions computed but not kept, by each method:
           "kernel" (fused kernel, then the gates rebuilt by two matmuls; what runs on a GPU) and
           "steps" (our own loop over time that keeps each gate as it computes it; CPU default)
-  record  interpret.record.record: every kind of every layer to disk, with statistics
+  record  lstmscope.store.record.record: every kind of every layer to disk, with statistics
   naive   one stream, position by position: torch.nn.LSTMCell for h and c, the gates written
           out, every kind stored into float16 .npy memory maps
 
@@ -39,13 +39,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from interpret.checkpoint import LoadedModel, load_model
-from interpret.model import CharRNN, ModelConfig
-from interpret.record import KindStats, default_chunk_len, record
-from interpret.store import ActivationStore
-from interpret.trace import Workspace, plan_streams, run_plan
-from interpret.vocab import Vocab
+from lstmscope.model.cells import CharRNN, ModelConfig
+from lstmscope.model.checkpoint import LoadedModel, load_model
+from lstmscope.model.trace import Workspace, plan_streams, run_plan
+from lstmscope.store.reader import ActivationStore
+from lstmscope.store.record import KindStats, default_chunk_len, record
+from lstmscope.text.vocab import Vocab
 
 VOCAB = "".join(chr(c) for c in range(32, 127)) + "\n\t\u00e9\u00fc\u2014"  # 100 characters
 
@@ -239,8 +238,8 @@ from pathlib import Path
 import torch
 sys.path.insert(0, {bench!r})
 from record_throughput import random_text, stand_in
-from interpret.checkpoint import load_model
-from interpret.record import record
+from lstmscope.model.checkpoint import load_model
+from lstmscope.store.record import record
 spec, n, streams, threads = {spec!r}, {n}, {streams}, {threads}
 if threads:
     torch.set_num_threads(threads)

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lstmscope.model.cells import ModelConfig
+from lstmscope.model.checkpoint import pick_device
+from lstmscope.text.vocab import Vocab
+from lstmscope.train.loop import TrainConfig, train
 from torch import nn
-
-from interpret.checkpoint import pick_device
-from interpret.model import ModelConfig
-from interpret.train import TrainConfig, train
-from interpret.vocab import Vocab
 
 VOCAB = 100
 
@@ -58,7 +57,7 @@ def bare_loop(layers: int, hidden: int, embed: int, batch: int, seq: int, steps:
 
 
 def ours(layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int, device) -> float:
-    """chars/s of ``interpret.train.train`` over the same number of steps (after warm-up)."""
+    """chars/s of ``lstmscope.train.loop.train`` over the same number of steps (after warm-up)."""
     rng = np.random.default_rng(0)
     ids = rng.integers(0, VOCAB, batch * seq * (2 * steps + 2) + 1)
     vocab = Vocab(("\ufffd", *[chr(0x100 + i) for i in range(VOCAB - 1)]))

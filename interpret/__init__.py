@@ -10,9 +10,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str):
-    # Lazy so `import interpret` stays cheap (torch is imported only where needed).
+    # Lazy so `import lstmscope` stays cheap (torch is imported only where needed).
     if name == "ActivationStore":
-        from interpret.store import ActivationStore
+        from lstmscope.store.reader import ActivationStore
 
         return ActivationStore
     raise AttributeError(name)

@@ -1,3 +1,3 @@
-from interpret.cli import main
+from lstmscope.cli import main
 
 raise SystemExit(main())

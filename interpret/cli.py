@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from interpret.errors import LstmscopeError
+from lstmscope.errors import LstmscopeError
 
 log = logging.getLogger("interpret")
 
@@ -39,7 +39,7 @@ def _next(*commands: list[str], prefix: str = "") -> None:
 
 
 def cmd_corpus_list(args) -> int:
-    from interpret.recipes import RECIPES
+    from lstmscope.text.recipes import RECIPES
 
     for r in RECIPES.values():
         print(
@@ -49,8 +49,8 @@ def cmd_corpus_list(args) -> int:
 
 
 def cmd_corpus_build(args) -> int:
-    from interpret.corpus import read_documents, write_corpus
-    from interpret.recipes import RECIPES, RECORD_ONLY, provenance
+    from lstmscope.text.corpus import read_documents, write_corpus
+    from lstmscope.text.recipes import RECIPES, RECORD_ONLY, provenance
 
     out = Path(args.output or f"data/{args.name}")
     extra = {"provenance": provenance()}
@@ -97,10 +97,9 @@ def _build_synthetic(out: Path, n_chars: int, seed: int, extra: dict) -> dict:
     """Train and val are generated separately (val from another seed), so the generator's
     ground-truth labels line up with train.txt and val.txt character for character."""
     import numpy as np
-
-    from interpret.corpus import Document, write_corpus
-    from interpret.io import atomic_open
-    from interpret.synthetic import generate
+    from lstmscope.disk import atomic_open
+    from lstmscope.text.corpus import Document, write_corpus
+    from lstmscope.text.synthetic import generate
 
     parts = {
         "train": generate(n_chars, seed),
@@ -124,7 +123,7 @@ def _load_train_text(args):
 
     Validation comes from ``--val-data``, else a corpus folder's val split, else the last 5%.
     """
-    from interpret.corpus import load_text
+    from lstmscope.text.corpus import load_text
 
     train_src = load_text(args.data, "train")
     if args.val_data:
@@ -137,10 +136,9 @@ def _load_train_text(args):
 
 def cmd_train(args) -> int:
     import numpy as np
-
-    from interpret.model import ModelConfig
-    from interpret.train import TrainConfig, train
-    from interpret.vocab import Vocab
+    from lstmscope.model.cells import ModelConfig
+    from lstmscope.text.vocab import Vocab
+    from lstmscope.train.loop import TrainConfig, train
 
     train_src, text, val_text = _load_train_text(args)
     run_dir = Path(args.output)
@@ -187,8 +185,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from interpret.checkpoint import load_model, pick_device
-    from interpret.sample import sample
+    from lstmscope.model.checkpoint import load_model, pick_device
+    from lstmscope.model.sample import sample
 
     loaded = load_model(args.run, pick_device(args.device))
     text = sample(loaded, prime=args.prime, length=args.length, temperature=args.temperature,
@@ -199,9 +197,8 @@ def cmd_sample(args) -> int:
 
 def cmd_info(args) -> int:
     import pandas as pd
-
-    from interpret.checkpoint import load_model
-    from interpret.model import count_parameters, parameter_breakdown
+    from lstmscope.model.cells import count_parameters, parameter_breakdown
+    from lstmscope.model.checkpoint import load_model
 
     loaded = load_model(args.run)
     cfg = loaded.config
@@ -241,10 +238,10 @@ def cmd_info(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from interpret.compare import compare
-    from interpret.model import ModelConfig
-    from interpret.train import TrainConfig
-    from interpret.vocab import Vocab
+    from lstmscope.model.cells import ModelConfig
+    from lstmscope.text.vocab import Vocab
+    from lstmscope.train.compare import compare
+    from lstmscope.train.loop import TrainConfig
 
     _, text, val_text = _load_train_text(args)
     vocab = Vocab.from_text(text)
@@ -265,9 +262,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_record(args) -> int:
-    from interpret.checkpoint import load_model, pick_device
-    from interpret.corpus import load_text
-    from interpret.record import record
+    from lstmscope.model.checkpoint import load_model, pick_device
+    from lstmscope.store.record import record
+    from lstmscope.text.corpus import load_text
 
     out = Path(args.output)
     if args.if_missing and (out / "meta.json").is_file():
@@ -330,14 +327,14 @@ def _check_export_modes(args) -> None:
 
 
 def _store_neuron(store, nid: str):
-    from interpret.names import check_neuron
+    from lstmscope.names import check_neuron
 
     return check_neuron(nid, store.layers, store.kinds, store.hidden_size, f"store {store.path}")
 
 
 def cmd_export(args) -> int:
-    from interpret import export
-    from interpret.store import ActivationStore
+    from lstmscope.export import text as export
+    from lstmscope.store.reader import ActivationStore
 
     _check_export_modes(args)
     store = ActivationStore.open(args.store)
@@ -345,7 +342,7 @@ def cmd_export(args) -> int:
     if args.card:
         contexts = None
         try:
-            from interpret.analysis.contexts import contexts as neuron_contexts
+            from lstmscope.analysis.contexts import contexts as neuron_contexts
 
             contexts = neuron_contexts(store, neurons[0])
         except ImportError:
@@ -378,9 +375,9 @@ def corpus_group(name: str) -> str:
 
 
 def cmd_export_model(args) -> int:
-    from interpret.checkpoint import export_safetensors, load_model
-    from interpret.corpus import load_text
-    from interpret.train import evaluate_bpc
+    from lstmscope.model.checkpoint import export_safetensors, load_model
+    from lstmscope.text.corpus import load_text
+    from lstmscope.train.loop import evaluate_bpc
 
     loaded = load_model(args.run)
     extra: dict = {}
@@ -419,9 +416,9 @@ def cmd_export_model(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from interpret.detect import detect
-    from interpret.features import parse_feature_spec
-    from interpret.store import ActivationStore
+    from lstmscope.analysis.features import parse_feature_spec
+    from lstmscope.detect import detect
+    from lstmscope.store.reader import ActivationStore
 
     store = ActivationStore.open(args.store)
     user = [parse_feature_spec(spec) for spec in args.feature or ()]
@@ -445,7 +442,7 @@ def cmd_detect(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from interpret.serve import serve
+    from lstmscope.server.serve import serve
 
     serve(args.store, port=args.port, address=args.address, allow_origin=args.allow_origin or (),
           show=args.show, initial=args.neuron)  # fmt: skip
@@ -579,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--title")
     e.add_argument("--colormap")
     e.add_argument(
-        "--scale", default="quantile",  # interpret.colors.SCALES (not imported: a fast start)
+        "--scale", default="quantile",  # lstmscope.export.colors.SCALES (not imported: a fast start)
         choices=("quantile", "linear", "logit", "window", "diff", "detrend"),
         help="colour scale: quantile (rank among all values; default), linear (the value), logit "
         "(gates), window (rank in the exported range), diff (change from the previous character), "

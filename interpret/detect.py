@@ -1,7 +1,7 @@
 """``lstmscope detect``: find the interpretable cells of a store and write a report folder.
 
 For every feature (the structural built-ins by default, plus user regex features) every neuron
-is ranked (:mod:`interpret.analysis.rank`); the report shows the best ones with their scores, a
+is ranked (:mod:`lstmscope.analysis.rank`); the report shows the best ones with their scores, a
 highlighted snippet of text coloured by the feature and its best neurons, the gates' saturation
 plot (Karpathy et al. Fig. 3) and where the model pays its loss. Written into ``out``::
 
@@ -11,7 +11,7 @@ plot (Karpathy et al. Fig. 3) and where the model pays its loss. Written into ``
     saturation.csv, saturation.svg
     loss_by_category.csv, loss_by_distance.csv
 
-Every file is written atomically (``interpret.io``), so a report folder never holds half a
+Every file is written atomically (``lstmscope.disk``), so a report folder never holds half a
 file. This is the only module of the analysis that writes; the analysis functions stay pure.
 """
 
@@ -28,23 +28,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from interpret import __version__
-from interpret.analysis.errors import loss_by_category, loss_by_distance
-from interpret.analysis.rank import (
+from lstmscope import __version__
+from lstmscope.analysis.features import FEATURES, Feature, compute
+from lstmscope.analysis.losses import loss_by_category, loss_by_distance
+from lstmscope.analysis.rank import (
     feature_values,
     rank_binary,
     rank_many,
     resolve_feature,
     used_rows,
 )
-from interpret.analysis.saturation import saturation
-from interpret.colors import Scale, palette, scale_for
-from interpret.errors import StoreError
-from interpret.export import html_document, render_text_html
-from interpret.features import FEATURES, Feature, compute
-from interpret.io import atomic_write_text
-from interpret.streams import warm_note
+from lstmscope.analysis.saturation import saturation
+from lstmscope.disk import atomic_write_text
+from lstmscope.errors import StoreError
+from lstmscope.export.colors import Scale, palette, scale_for
+from lstmscope.export.text import html_document, render_text_html
+from lstmscope.store.streams import warm_note
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +262,8 @@ def detect(
     """Rank every neuron against each feature and write the report folder ``out``.
 
     ``features``: built-in feature names (default :data:`DEFAULT_FEATURES`); ``user_features``:
-    :class:`~interpret.features.Feature` objects, e.g. from
-    :func:`~interpret.features.parse_feature_spec` (the CLI's ``--feature 'name=REGEX'``).
+    :class:`~lstmscope.analysis.features.Feature` objects, e.g. from
+    :func:`~lstmscope.analysis.features.parse_feature_spec` (the CLI's ``--feature 'name=REGEX'``).
     ``top`` neurons per feature go into the summary and the report. A feature that is constant
     (or never/always on) on the positions ranked is skipped with a warning (``report.skipped``
     says why). A store with no warm position is refused (``StoreError``); one that is mostly

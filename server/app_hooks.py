@@ -3,7 +3,7 @@
 Every browser tab's page (``main.py``) reads the same memory-mapped store and the same caches
 through the :class:`~.components.shared.Shared` object left on Bokeh's server context. The
 store path is fixed here, from the server's command line (``bokeh serve server --args STORE
-[--initial L1.c.137]``, or ``interpret.serve``); nothing a browser sends can change it.
+[--initial L1.c.137]``, or ``lstmscope.server.serve``); nothing a browser sends can change it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import argparse
 import logging
 import sys
 
-from interpret.store import ActivationStore
-
-from .components.shared import SHARED_ATTR, Shared
+from lstmscope.server.components.shared import SHARED_ATTR, Shared
+from lstmscope.store.reader import ActivationStore
 
 log = logging.getLogger("server")
 

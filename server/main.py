@@ -25,22 +25,25 @@ from bokeh import events
 from bokeh.document import Document
 from bokeh.layouts import column
 from bokeh.models import Div, TabPanel, Tabs
-
-from interpret.errors import LstmscopeError
-from interpret.export import MAX_PATTERN_LEN, export_range
-from interpret.features import FEATURES
-from interpret.store import ActivationStore
-
-from .components.card import NeuronCard
-from .components.controls import NO_FEATURE, Controls, Message
-from .components.heatmap import Heatmap
-from .components.links import Download, UrlSync
-from .components.page import page_layout
-from .components.ranking import RankTable
-from .components.saturation import SaturationView
-from .components.search import SelectMatch
-from .components.shared import SHARED_ATTR, AnalysisMissing, Runner, Shared, analysis
-from .components.state import (
+from lstmscope.analysis.features import FEATURES
+from lstmscope.errors import LstmscopeError
+from lstmscope.export.text import export_range
+from lstmscope.server.components.card import NeuronCard
+from lstmscope.server.components.controls import NO_FEATURE, Controls, Message
+from lstmscope.server.components.heatmap import Heatmap
+from lstmscope.server.components.links import Download, UrlSync
+from lstmscope.server.components.page import page_layout
+from lstmscope.server.components.ranking import RankTable
+from lstmscope.server.components.saturation import SaturationView
+from lstmscope.server.components.search import SelectMatch
+from lstmscope.server.components.shared import (
+    SHARED_ATTR,
+    AnalysisMissing,
+    Runner,
+    Shared,
+    analysis,
+)
+from lstmscope.server.components.state import (
     MAX_NEURONS,
     PAGE_SIZES,
     ViewState,
@@ -49,7 +52,9 @@ from .components.state import (
     to_query,
     window_around,
 )
-from .components.textview import TextView
+from lstmscope.server.components.textview import TextView
+from lstmscope.store.reader import ActivationStore
+from lstmscope.text.pattern import MAX_PATTERN_LEN
 
 log = logging.getLogger("server")
 

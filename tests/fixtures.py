@@ -4,7 +4,7 @@ a small hand-wired model whose neurons are known exactly.
 Both are built once per test session under pytest's tmp factory and reused by the analysis,
 export and dashboard tests; keep the fixture names stable.
 
-- ``synthetic_model``: an LSTM trained in test time on ``interpret.synthetic.generate`` text
+- ``synthetic_model``: an LSTM trained in test time on ``lstmscope.text.synthetic.generate`` text
   (recipe :data:`RECIPE`, measured in ``tests/test_rank.py``'s comments).
 - ``synthetic_store``: that model recorded (4 streams) over held-out synthetic text, with the
   generator's ground-truth labels.
@@ -24,14 +24,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from interpret.checkpoint import LoadedModel, load_model, save_checkpoint
-from interpret.model import CharRNN, ModelConfig
-from interpret.record import record
-from interpret.store import ActivationStore
-from interpret.synthetic import generate
-from interpret.train import TrainConfig, train
-from interpret.vocab import Vocab
+from lstmscope.model.cells import CharRNN, ModelConfig
+from lstmscope.model.checkpoint import LoadedModel, load_model, save_checkpoint
+from lstmscope.store.reader import ActivationStore
+from lstmscope.store.record import record
+from lstmscope.text.synthetic import generate
+from lstmscope.text.vocab import Vocab
+from lstmscope.train.loop import TrainConfig, train
 
 log = logging.getLogger(__name__)
 

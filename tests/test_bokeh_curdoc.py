@@ -1,4 +1,4 @@
-"""Bokeh's curdoc() made per thread and exception-safe (interpret.bokeh_curdoc)."""
+"""Bokeh's curdoc() made per thread and exception-safe (lstmscope.server.curdoc)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from bokeh.document import Document
 def test_each_thread_sees_its_own_document_and_a_raise_pops():
     from bokeh.io import curdoc
     from bokeh.io import doc as bokeh_doc
-
-    from interpret import bokeh_curdoc
+    from lstmscope.server import curdoc as bokeh_curdoc
 
     assert bokeh_curdoc.install() and bokeh_curdoc.install()  # idempotent
     a, b = Document(), Document()
@@ -44,8 +43,7 @@ def test_document_events_use_the_patched_stack():
     """invoke_with_curdoc (every document event) goes through the new patch_curdoc."""
     from bokeh.document.callbacks import invoke_with_curdoc
     from bokeh.io import curdoc
-
-    from interpret import bokeh_curdoc
+    from lstmscope.server import curdoc as bokeh_curdoc
 
     bokeh_curdoc.install()
     d = Document()

@@ -1,4 +1,4 @@
-"""The dashboard end to end: the real server (``interpret.serve.start_server``, port 0) driven
+"""The dashboard end to end: the real server (``lstmscope.server.serve.start_server``, port 0) driven
 by headless Chromium through Playwright.
 
 Each test checks what reached the browser: the client-side Bokeh models (what the Python
@@ -19,9 +19,9 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+from lstmscope.server.serve import start_server
+from lstmscope.store.reader import ActivationStore
 
-from interpret.serve import start_server
-from interpret.store import ActivationStore
 from tests.test_server import dash_store_dir, hostile_store_dir  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -301,7 +301,7 @@ def test_ranking_rows_follow_each_chosen_feature(page, server, dash_store_dir, f
     """Issue 12.1: the table drew the previous feature's rows under the new headers. Rank
     several features in a row, binary and graded, and compare the rows on screen (the DOM the
     user reads) with ``rank_feature`` for each; then click a row and get that neuron."""
-    from interpret.analysis.rank import rank_feature
+    from lstmscope.analysis.rank import rank_feature
 
     store = ActivationStore.open(dash_store_dir)
     open_page(page, server.url + "?neuron=L1.c.3")
@@ -329,7 +329,7 @@ def test_select_a_span_and_match(page, server, dash_store_dir):  # noqa: F811
     """Select a span, find its neurons, three spans in a row: the rows on screen are
     ``select_neurons``' for each (the table once kept the first span's rows: a new span gives as
     many rows, and BokehJS redrew only on a new row count). Then a click picks the neuron shown."""
-    from interpret.analysis.search import select_neurons
+    from lstmscope.analysis.search import select_neurons
 
     store = ActivationStore.open(dash_store_dir)
     text = store.text
@@ -460,7 +460,7 @@ def test_card_snippet_click_jumps_and_saturation_tab_fills(page, server):
 def test_screenshots_of_the_main_views(browser, synthetic_store):
     """The README's pictures, on the model trained on the synthetic corpus: it opens on the
     best URL cell the analysis finds, with the in_url feature track under the text."""
-    from interpret.analysis.rank import rank_feature
+    from lstmscope.analysis.rank import rank_feature
 
     store = synthetic_store.store
     best = rank_feature(store, "in_url")["neuron"].tolist()

@@ -1,7 +1,7 @@
 """The dashboard's colour scales and page layout in headless Chromium (issue 12.5, 12.7, 12.8).
 
 What is checked is what the user sees: the colours painted on the text canvas against what
-``interpret.colors`` returns for the window, scale after scale; where the panels land at
+``lstmscope.export.colors`` returns for the window, scale after scale; where the panels land at
 1600 x 1000 and 1280 x 800 (bounding boxes); legend labels that do not overlap.
 """
 
@@ -12,10 +12,10 @@ import itertools
 
 import numpy as np
 import pytest
+from lstmscope.export.colors import DEFAULT_SCALE, SCALE_TITLES, quantize, scale_for
+from lstmscope.server.components.controls import LANE_TITLES
+from lstmscope.store.reader import ActivationStore
 
-from interpret.colors import DEFAULT_SCALE, SCALE_TITLES, quantize, scale_for
-from interpret.store import ActivationStore
-from server.components.controls import LANE_TITLES
 from tests.test_browser import (  # noqa: F401 (fixtures)
     ARGS,
     CHROMIUM,

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from interpret.checkpoint import load_checkpoint
-from interpret.cli import main
+from lstmscope.cli import main
+from lstmscope.model.checkpoint import load_checkpoint
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "interpret", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lstmscope", *args], capture_output=True,
                           text=True, timeout=300)  # fmt: skip
 
 

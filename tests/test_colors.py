@@ -10,8 +10,7 @@ import re
 
 import numpy as np
 import pytest
-
-from interpret.colors import (
+from lstmscope.export.colors import (
     DEFAULT_SCALE,
     DETREND_WIDTH,
     NAN_COLOR,
@@ -25,7 +24,8 @@ from interpret.colors import (
     transform_values,
     trend,
 )
-from interpret.export import export_range
+from lstmscope.export.text import export_range
+
 from tests.test_server import colours, dash_store_dir, page, shared  # noqa: F401 (fixtures)
 
 
@@ -211,7 +211,7 @@ def test_switching_scales_recolours_and_a_bad_scale_is_refused(shared):  # noqa:
 
 
 def test_feature_track_is_a_thin_strip_a_row_or_hidden(shared):  # noqa: F811
-    from server.components.layout import STRIP, lane_layout
+    from lstmscope.server.components.layout import STRIP, lane_layout
 
     app = page(shared, {"neuron": ["L1.c.3"], "feature": ["depth_total"]})
     T = min(app.state.size, shared.store.n)
@@ -236,7 +236,7 @@ def test_feature_track_is_a_thin_strip_a_row_or_hidden(shared):  # noqa: F811
 
 
 def test_thin_strip_under_stacked_neurons_and_outlines_cover_it():
-    from server.components.layout import STRIP, char_cells, grid, lane_layout
+    from lstmscope.server.components.layout import STRIP, char_cells, grid, lane_layout
 
     c = char_cells("ab\ncd", wrap=10)
     g = grid(c, 3, strip=True)  # two neurons and a strip
@@ -252,7 +252,7 @@ def test_thin_strip_under_stacked_neurons_and_outlines_cover_it():
 def test_cli_export_scale_choices_match_the_library(dash_store_dir, tmp_path):  # noqa: F811
     """``lstmscope export --scale`` offers exactly the library's scales and passes the choice
     on (skipped until interpret/cli.py has the option)."""
-    from interpret.cli import build_parser, main
+    from lstmscope.cli import build_parser, main
 
     sub = next(a for a in build_parser()._actions if a.choices and "export" in a.choices)
     opts = {o: a for a in sub.choices["export"]._actions for o in a.option_strings}

@@ -6,12 +6,11 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-
-from interpret.checkpoint import load_checkpoint
-from interpret.compare import VARIANTS, compare, hidden_for_budget
-from interpret.model import CharRNN, ModelConfig, count_parameters
-from interpret.train import TrainConfig
-from interpret.vocab import Vocab
+from lstmscope.model.cells import CharRNN, ModelConfig, count_parameters
+from lstmscope.model.checkpoint import load_checkpoint
+from lstmscope.text.vocab import Vocab
+from lstmscope.train.compare import VARIANTS, compare, hidden_for_budget
+from lstmscope.train.loop import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +35,7 @@ def test_every_variant_gets_the_lstm_budget(base_hidden):
 
 
 def test_compare_trains_each_cell_and_a_rerun_resumes(tmp_path, code_text, monkeypatch):
-    import interpret.train as train_mod
+    import lstmscope.train.loop as train_mod
 
     vocab = Vocab.from_text(code_text)
     ids = vocab.encode(code_text)

@@ -7,10 +7,9 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
-
-from interpret.analysis.contexts import contexts, line_ids
-from interpret.analysis.saturation import saturation
-from interpret.export import card_fragment, context_records
+from lstmscope.analysis.contexts import contexts, line_ids
+from lstmscope.analysis.saturation import saturation
+from lstmscope.export.text import card_fragment, context_records
 
 
 def test_line_ids(planted_store):

@@ -6,8 +6,8 @@ import json
 import os
 
 import pytest
-
-from interpret.corpus import (
+from lstmscope.errors import CorpusError
+from lstmscope.text.corpus import (
     Document,
     decode_text,
     load_text,
@@ -15,8 +15,7 @@ from interpret.corpus import (
     split_documents,
     write_corpus,
 )
-from interpret.errors import CorpusError
-from interpret.recipes import RECIPES, python_docs, python_stdlib_mini
+from lstmscope.text.recipes import RECIPES, python_docs, python_stdlib_mini
 
 
 def test_decode_variants():
@@ -81,9 +80,8 @@ def test_builtin_recipes_from_the_interpreter():
 
 def test_synthetic_corpus_labels_line_up(tmp_path):
     import numpy as np
-
-    from interpret.cli import main
-    from interpret.features import compute
+    from lstmscope.analysis.features import compute
+    from lstmscope.cli import main
 
     assert main(["corpus", "build", "synthetic", "--chars", "30000", "-o", str(tmp_path)]) == 0
     for split in ("train", "val"):

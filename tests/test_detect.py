@@ -8,9 +8,8 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
-
-from interpret.detect import DEFAULT_FEATURES, detect, saturation_svg
-from interpret.features import Feature, parse_feature_spec
+from lstmscope.analysis.features import Feature, parse_feature_spec
+from lstmscope.detect import DEFAULT_FEATURES, detect, saturation_svg
 
 
 class _Tags(HTMLParser):
@@ -27,7 +26,7 @@ class _Tags(HTMLParser):
 @pytest.mark.slow
 def test_detect_synthetic_report(synthetic_store, tmp_path, caplog):
     st = synthetic_store.store
-    caplog.set_level("INFO", logger="interpret.detect")
+    caplog.set_level("INFO", logger="lstmscope.detect")
     never = parse_feature_spec("tags=<[a-z]+>")  # never matches: skipped
     cmp_ops = parse_feature_spec("cmp=<=|>=")
     rep = detect(st, user_features=[never, cmp_ops, parse_feature_spec("paris=Paris|London")],

@@ -41,24 +41,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from interpret.checkpoint import (
+from lstmscope.cli import main
+from lstmscope.disk import atomic_open, atomic_write_text, make_dir
+from lstmscope.errors import LstmscopeError, StoreError, WriteError
+from lstmscope.export.text import write_html
+from lstmscope.model.cells import CharRNN, ModelConfig
+from lstmscope.model.checkpoint import (
     LoadedModel,
     export_safetensors,
     load_checkpoint,
     load_model,
     save_checkpoint,
 )
-from interpret.cli import main
-from interpret.corpus import Document, write_corpus
-from interpret.errors import LstmscopeError, StoreError, WriteError
-from interpret.export import write_html
-from interpret.io import atomic_open, atomic_write_text, make_dir
-from interpret.model import CharRNN, ModelConfig
-from interpret.record import record
-from interpret.store import ActivationStore
-from interpret.train import TrainConfig, train
-from interpret.vocab import Vocab
+from lstmscope.store.reader import ActivationStore
+from lstmscope.store.record import record
+from lstmscope.text.corpus import Document, write_corpus
+from lstmscope.text.vocab import Vocab
+from lstmscope.train.loop import TrainConfig, train
+
 from tests.conftest import CODE_SNIPPET
 
 resource = pytest.importorskip("resource")  # POSIX only, like the faults made here
@@ -492,7 +492,7 @@ def test_cli_training_past_the_file_size_limit(tmp_path):
     """The CLI as a user runs it, the kernel refusing to grow last.pt: one clear line, exit
     status 2, the step-0 checkpoints intact, and --resume carries on once there is room."""
     (tmp_path / "code.py").write_text(CODE_SNIPPET * 20)
-    cmd = [sys.executable, "-m", "interpret", "-q", "train", "--data", str(tmp_path / "code.py"),
+    cmd = [sys.executable, "-m", "lstmscope", "-q", "train", "--data", str(tmp_path / "code.py"),
            "-o", str(tmp_path / "run"), "--hidden", "16", "--layers", "1", "--batch", "4",
            "--seq-len", "16", "--max-steps", "6", "--eval-every", "3", "--device", "cpu"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -636,7 +636,7 @@ def test_recording_on_a_full_tmpfs(tmp_path, model, store_a):
         assert not (disk / "b" / "acts").exists()
         # ...and when the disk fills anyway (another program writing), the write says so.
         with pytest.MonkeyPatch.context() as m, pytest.raises(LstmscopeError) as ei:
-            m.setattr("interpret.record.estimate_bytes", lambda *a, **k: 0)
+            m.setattr("lstmscope.store.record.estimate_bytes", lambda *a, **k: 0)
             record(model, TEXT, disk / "b", **REC)
         assert_disk_full(ei.value, str(disk / "b"))
         assert tree_digest(disk / "a") == before

@@ -12,9 +12,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from interpret import kernels
-from interpret.encoding import (
+from lstmscope.errors import StoreError
+from lstmscope.store import kernels
+from lstmscope.store.encoding import (
     NAN_CODE,
     BlockCodedArray,
     Float16Array,
@@ -24,9 +24,9 @@ from interpret.encoding import (
     encode_torch,
     error_bound,
 )
-from interpret.errors import StoreError
-from interpret.record import record
-from interpret.store import ActivationStore, histogram
+from lstmscope.store.reader import ActivationStore, histogram
+from lstmscope.store.record import record
+
 from tests.test_record import make_loaded, python_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")

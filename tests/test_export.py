@@ -24,8 +24,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from interpret.colors import (
+from lstmscope.export.colors import (
     COLORMAPS,
     DEFAULT_N_COLORS,
     SCALES,
@@ -37,14 +36,13 @@ from interpret.colors import (
     scale_for,
     text_color,
 )
-from interpret.export import (
+from lstmscope.export.text import (
     NeuronView,
     context_records,
     export_card,
     export_find,
     export_range,
     fallback_contexts,
-    find_matches,
     html_document,
     rebin_hist,
     render_card,
@@ -54,6 +52,7 @@ from interpret.export import (
     visible_text,
     write_html,
 )
+from lstmscope.text.pattern import find_matches
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)

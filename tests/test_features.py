@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from interpret.features import (
+from lstmscope.analysis.features import (
     FEATURES,
     MAX_PATTERN_CHARS,
     Feature,

@@ -16,11 +16,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from interpret.cli import main
-from interpret.corpus import Document
-from interpret.recipes import RECIPES, Recipe
-from interpret.synthetic import generate
+from lstmscope.cli import main
+from lstmscope.text.corpus import Document
+from lstmscope.text.recipes import RECIPES, Recipe
+from lstmscope.text.synthetic import generate
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
@@ -50,7 +49,7 @@ def hints(out: str) -> list[list[str]]:
 def serve_once(cwd: Path, cmd: list[str]) -> None:
     """Start the printed ``serve`` step on a free port, load its page, stop it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "interpret", *cmd[1:], "--port", "0"], cwd=cwd,
+        [sys.executable, "-m", "lstmscope", *cmd[1:], "--port", "0"], cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

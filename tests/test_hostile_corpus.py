@@ -22,9 +22,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from interpret.cli import main
-from interpret.corpus import (
+from lstmscope.analysis.features import (
+    FEATURES,
+    FeatureError,
+    compute,
+    parse_feature_spec,
+    regex_feature,
+    span_feature,
+)
+from lstmscope.cli import main
+from lstmscope.errors import CorpusError, StoreError
+from lstmscope.text.corpus import (
     Document,
     decode_text,
     join_documents,
@@ -33,16 +41,7 @@ from interpret.corpus import (
     split_documents,
     write_corpus,
 )
-from interpret.errors import CorpusError, StoreError
-from interpret.features import (
-    FEATURES,
-    FeatureError,
-    compute,
-    parse_feature_spec,
-    regex_feature,
-    span_feature,
-)
-from interpret.vocab import UNK, Vocab
+from lstmscope.text.vocab import UNK, Vocab
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -580,7 +579,7 @@ def test_permission_denied_files_and_folders(tmp_path):
     os.chmod(src / "secret.txt", 0)
     os.chmod(src / "locked", 0)
     code = (
-        "import sys; from interpret.corpus import read_documents as r; "
+        "import sys; from lstmscope.text.corpus import read_documents as r; "
         "rep = r([sys.argv[1]]); print(rep.summary()); print(len(rep.documents))"
     )
     cmd = [sys.executable, "-c", code, str(src)]
@@ -646,7 +645,7 @@ def test_50mb_single_line(tmp_path):
     # Peak RSS after the build minus peak RSS after the same imports (argv[3] == "dry").
     # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at the parent's (pytest's) peak.
     script = (
-        "import re, sys, time; from interpret import cli, corpus, recipes; "
+        "import re, sys, time; from lstmscope import cli; from lstmscope.text import corpus, recipes; "
         "t = time.perf_counter(); "
         "code = 0 if sys.argv[3] == 'dry' else cli.main(['corpus', 'build', sys.argv[1], "
         "'-o', sys.argv[2]]); "
@@ -732,9 +731,9 @@ def hostile_folder(root: Path) -> Path:
 
 @pytest.mark.timeout(300)
 def test_train_and_record_on_a_hostile_corpus(tmp_path, capsys):
-    from interpret.checkpoint import load_model
-    from interpret.record import record
-    from interpret.store import ActivationStore
+    from lstmscope.model.checkpoint import load_model
+    from lstmscope.store.reader import ActivationStore
+    from lstmscope.store.record import record
 
     src = hostile_folder(tmp_path)
     corpus = tmp_path / "corpus"

@@ -21,18 +21,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from interpret import ActivationStore
-from interpret.checkpoint import (
+from lstmscope import ActivationStore
+from lstmscope.errors import CheckpointError, StoreError
+from lstmscope.model.cells import CharRNN, ModelConfig
+from lstmscope.model.checkpoint import (
     export_safetensors,
     load_checkpoint,
     load_model,
     save_checkpoint,
 )
-from interpret.errors import CheckpointError, StoreError
-from interpret.model import CharRNN, ModelConfig
-from interpret.record import record
-from interpret.vocab import Vocab
+from lstmscope.store.record import record
+from lstmscope.text.vocab import Vocab
 
 TEXT = 'def f(x):\n    return [x, "y"]  # ok\n' * 20  # 720 characters
 USE_ANOTHER = "use another checkpoint"

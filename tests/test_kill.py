@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lstmscope.disk import temp_owner
+from lstmscope.errors import StoreError
+from lstmscope.model.checkpoint import load_checkpoint
+from lstmscope.store.reader import ActivationStore
 
-from interpret.checkpoint import load_checkpoint
-from interpret.errors import StoreError
-from interpret.lock import temp_owner
-from interpret.store import ActivationStore
 from tests.test_record import assert_same_store, make_loaded, python_text
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ STEPS = 300
 
 
 def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "interpret", "-q", "train", "--data", str(data), "-o", str(out),
+    return [sys.executable, "-m", "lstmscope", "-q", "train", "--data", str(data), "-o", str(out),
             "--max-steps", str(STEPS), *TRAIN_FLAGS, *extra]  # fmt: skip
 
 
@@ -124,7 +124,9 @@ def test_training_killed_three_times_ends_with_the_same_weights(corpus, straight
 # ("rename"), or half-way through writing it ("write").
 DIE_IN_SAVE = """
 import io, os, sys, torch
-from interpret import checkpoint, cli, train
+from lstmscope import cli
+from lstmscope.model import checkpoint
+from lstmscope.train import loop as train
 how, nth = sys.argv[1], int(sys.argv[2])
 seen = {"n": 0, "target": ""}
 real_save, real_replace, real_ck = torch.save, os.replace, train.save_checkpoint
@@ -164,7 +166,7 @@ def test_training_killed_inside_a_save_keeps_the_previous_checkpoint(
     corpus, straight_run, tmp_path, how
 ):
     run = tmp_path / "run"
-    argv = _train_cmd(corpus, run)[3:]  # after "python -m interpret"
+    argv = _train_cmd(corpus, run)[3:]  # after "python -m lstmscope"
     res = subprocess.run([sys.executable, "-c", DIE_IN_SAVE, how, "6", *argv], env=ENV,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert res.returncode == 9, res.stderr[-2000:]
@@ -205,8 +207,8 @@ RECORD_KW = dict(streams=3, warmup=15, chunk_len=25)
 RECORD_SCRIPT = """
 import os, sys, time, torch
 torch.set_num_threads(1)
-from interpret.checkpoint import load_model
-from interpret.record import record
+from lstmscope.model.checkpoint import load_model
+from lstmscope.store.record import record
 model, text_path, out, die_at = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 if die_at:  # die just before renaming this file into place
     real = os.replace
@@ -227,7 +229,7 @@ def rec_setup(tmp_path_factory):
     loaded = make_loaded(tmp)
     text = python_text(8000, seed=5)
     (tmp / "text.txt").write_text(text, encoding="utf-8")
-    from interpret.record import record
+    from lstmscope.store.record import record
 
     record(loaded, text, tmp / "whole", progress=False, **RECORD_KW)
     return loaded, text, tmp
@@ -270,7 +272,7 @@ def test_recording_killed_at_random_moments_finishes_the_same_store(rec_setup):
         proc.stderr.close()
         if _assert_refused_or_complete(out, tmp / "whole"):
             break
-    from interpret.record import record
+    from lstmscope.store.record import record
 
     summary = record(loaded, text, out, progress=False, **RECORD_KW)
     assert summary.already_complete or summary.resumed_from > 0
@@ -287,7 +289,7 @@ def test_recording_killed_inside_a_write_is_refused_then_finished(rec_setup, die
     assert proc.returncode == 9, err.decode()[-2000:]
     with pytest.raises(StoreError):
         ActivationStore.open(out)
-    from interpret.record import record
+    from lstmscope.store.record import record
 
     record(loaded, text, out, progress=False, **RECORD_KW)  # the same command finishes it
     assert_same_store(tmp / "whole", out)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, f1_score, jaccard_score, roc_auc_score
-
-from interpret.analysis import metrics as M
-from interpret.analysis.metrics import (
+from lstmscope.analysis import metrics as M
+from lstmscope.analysis.metrics import (
     ap_from_hist,
     ap_hist_bounds,
     auroc_from_hist,
@@ -21,6 +19,7 @@ from interpret.analysis.metrics import (
     binary_scores,
     counts,
 )
+from sklearn.metrics import average_precision_score, f1_score, jaccard_score, roc_auc_score
 
 EPS = np.finfo(np.float64).eps
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
-from interpret.model import (
+from lstmscope.model.cells import (
     CharRNN,
     ModelConfig,
     count_parameters,
     layer_internals,
     parameter_breakdown,
 )
+from torch import nn
 
 KERNELS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 

@@ -16,18 +16,17 @@ import re
 import numpy as np
 import pytest
 import torch
-
-from interpret.analysis.ablate import ablate, ablate_many, ablation_losses
-from interpret.analysis.errors import (
+from lstmscope.analysis.ablate import ablate, ablate_many, ablation_losses
+from lstmscope.analysis.losses import (
     default_categories,
     loss_by_category,
     loss_by_distance,
     matching_pairs,
 )
-from interpret.analysis.probe import probe
-from interpret.analysis.rank import feature_values, rank_feature
-from interpret.synthetic import generate
-from interpret.trace import trace_ids
+from lstmscope.analysis.probe import probe
+from lstmscope.analysis.rank import feature_values, rank_feature
+from lstmscope.model.trace import trace_ids
+from lstmscope.text.synthetic import generate
 
 # ----------------------------------------------------------------------------------------------
 # Probes

@@ -23,11 +23,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from lstmscope.analysis.features import FEATURES, Feature, parse_feature_spec
+from lstmscope.analysis.metrics import ap_hist_bounds, auroc_hist_error
+from lstmscope.analysis.rank import EXACT_TOP, feature_values, rank, rank_feature, rank_many
 from sklearn.metrics import average_precision_score, f1_score, jaccard_score, roc_auc_score
-
-from interpret.analysis.metrics import ap_hist_bounds, auroc_hist_error
-from interpret.analysis.rank import EXACT_TOP, feature_values, rank, rank_feature, rank_many
-from interpret.features import FEATURES, Feature, parse_feature_spec
 
 # ----------------------------------------------------------------------------------------------
 # The hand-wired model: neurons known exactly
@@ -88,7 +87,7 @@ def _float_tol(n: int) -> float:
 @pytest.mark.parametrize("feature", ["in_url", "in_string", "in_comment"])
 def test_binary_scores_match_references(synthetic_store, feature):
     """Exact rows equal sklearn to float rounding; the screen's rows lie within the bounds its
-    histograms give (:func:`~interpret.analysis.metrics.ap_hist_bounds`), on any machine."""
+    histograms give (:func:`~lstmscope.analysis.metrics.ap_hist_bounds`), on any machine."""
     st = synthetic_store.store
     df = rank_feature(st, feature)
     y = feature_values(st, feature)[~st.cold]
@@ -248,7 +247,7 @@ def test_user_features_and_cache(planted_store):
 
 
 def st_cache_keys(st):
-    from interpret.analysis import store_cache
+    from lstmscope.analysis import store_cache
 
     return store_cache(st)["features"].keys()
 

@@ -12,9 +12,8 @@ import re
 from pathlib import Path
 
 import pytest
-
-from interpret.checkpoint import DEMO_DIR
-from interpret.cli import main
+from lstmscope.cli import main
+from lstmscope.model.checkpoint import DEMO_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,15 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from interpret.checkpoint import load_model, save_checkpoint
-from interpret.encoding import error_bound
-from interpret.errors import StoreError
-from interpret.model import CharRNN, ModelConfig
-from interpret.record import KindStats, record
-from interpret.store import ActivationStore, hist_edges, histogram
-from interpret.trace import trace_ids
-from interpret.vocab import Vocab
+from lstmscope.errors import StoreError
+from lstmscope.model.cells import CharRNN, ModelConfig
+from lstmscope.model.checkpoint import load_model, save_checkpoint
+from lstmscope.model.trace import trace_ids
+from lstmscope.store.encoding import error_bound
+from lstmscope.store.reader import ActivationStore, hist_edges, histogram
+from lstmscope.store.record import KindStats, record
+from lstmscope.text.vocab import Vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -452,7 +451,7 @@ def test_compiled_stats_resume_from_a_torch_checkpoint_holding_a_nan():
 
 
 def test_without_numba_the_cpu_statistics_fall_back_to_torch(monkeypatch):
-    import interpret.record as rec
+    import lstmscope.store.record as rec
 
     monkeypatch.setattr(rec, "_kernels", lambda: None)  # as if numba failed to import
     assert not KindStats("h", 4, "cpu").fused
@@ -484,8 +483,8 @@ def test_sigkill_then_rerun_resumes(lstm, tmp_path):
         f"""
         import time, torch
         torch.set_num_threads(1)
-        from interpret.checkpoint import load_model
-        from interpret.record import record
+        from lstmscope.model.checkpoint import load_model
+        from lstmscope.store.record import record
         loaded = load_model({str(lstm.source)!r})
         text = open({str(tmp_path / "text.txt")!r}, encoding="utf-8").read()
         record(loaded, text, {str(tmp_path / "cut")!r}, progress=False, checkpoint_seconds=0,
@@ -577,7 +576,7 @@ def test_kind_stats_resumed_from_its_state_dict_end_the_same(fused):
 
 
 def test_stream_divergence_takes_a_loaded_model_and_text(lstm):
-    from interpret.trace import stream_divergence
+    from lstmscope.model.trace import stream_divergence
 
     df = stream_divergence(lstm, python_text(1200), 3, buckets=(0, 50), kinds=["c"])
     assert list(df["lo"]) == [0, 50, 0, 50] and (df["kind"] == "c").all()

@@ -7,8 +7,7 @@ import re
 
 import numpy as np
 import pytest
-
-from interpret.analysis.search import (
+from lstmscope.analysis.search import (
     match_spans,
     otsu_thresholds,
     select_neurons,

@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 import torch
 from bokeh.document import Document
-
-from interpret.checkpoint import load_model, save_checkpoint
-from interpret.colors import quantize, scale_for
-from interpret.export import visible_text
-from interpret.model import CharRNN, ModelConfig
-from interpret.record import record
-from interpret.store import ActivationStore
-from interpret.synthetic import generate
-from interpret.vocab import Vocab
+from lstmscope.export.colors import quantize, scale_for
+from lstmscope.export.text import visible_text
+from lstmscope.model.cells import CharRNN, ModelConfig
+from lstmscope.model.checkpoint import load_model, save_checkpoint
+from lstmscope.store.reader import ActivationStore
+from lstmscope.store.record import record
+from lstmscope.text.synthetic import generate
+from lstmscope.text.vocab import Vocab
 
 HOSTILE_PIECE = (
     '<script>alert(1)</script> </span></div> "><img src=x onerror=alert(1)> &amp; &lt;\n'
@@ -79,7 +78,7 @@ def hostile_store_dir(tmp_path_factory) -> Path:
 
 def open_shared(store_dir: Path):
     """A fixture body: the server's Shared over the store at ``store_dir``, closed after."""
-    from server.components.shared import Shared
+    from lstmscope.server.components.shared import Shared
 
     s = Shared(ActivationStore.open(store_dir), workers=1)
     yield s
@@ -97,7 +96,7 @@ def hostile_shared(hostile_store_dir):
 
 
 def page(shared, args: dict | None = None):
-    from server.main import make_document
+    from lstmscope.server.main import make_document
 
     doc = Document()
     enc = {
@@ -125,7 +124,7 @@ def all_html(doc: Document) -> str:
 
 
 def test_layout_keeps_lines_tabs_and_wide_characters():
-    from server.components.layout import NEWLINE_MARK, TAB_MARK, char_cells
+    from lstmscope.server.components.layout import NEWLINE_MARK, TAB_MARK, char_cells
 
     c = char_cells("ab\tc\n\tx中y\r\nz", wrap=20, tab=4)
     assert c.line.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2]
@@ -138,7 +137,7 @@ def test_layout_keeps_lines_tabs_and_wide_characters():
 
 
 def test_layout_wraps_long_lines_and_escapes_controls():
-    from server.components.layout import char_cells, describe_char, row_cells
+    from lstmscope.server.components.layout import char_cells, describe_char, row_cells
 
     c = char_cells("x" * 25 + "\n", wrap=10)
     assert c.line.tolist() == [0] * 10 + [1] * 10 + [2] * 6
@@ -153,7 +152,7 @@ def test_layout_wraps_long_lines_and_escapes_controls():
 
 
 def test_stacked_grid_repeats_each_line_per_lane():
-    from server.components.layout import char_cells, grid
+    from lstmscope.server.components.layout import char_cells, grid
 
     c = char_cells("ab\ncd", wrap=10)
     g = grid(c, 3)
@@ -164,7 +163,7 @@ def test_stacked_grid_repeats_each_line_per_lane():
 
 
 def test_prediction_labels_format_every_float16_probability_as_printf_does():
-    from server.components.layout import PERCENT, percent_index, prediction_labels
+    from lstmscope.server.components.layout import PERCENT, percent_index, prediction_labels
 
     p = np.arange(0, 2**16, dtype=np.uint16).view(np.float16)
     p = p[np.isfinite(p) & ~np.signbit(p) & (p <= 1)]  # every float16 probability
@@ -183,7 +182,7 @@ def test_prediction_labels_format_every_float16_probability_as_printf_does():
 
 
 def test_colour_table_maps_classes_to_each_scale():
-    from server.components.layout import color_index, color_table
+    from lstmscope.server.components.layout import color_index, color_table
 
     s1, s2 = scale_for("L0.c.1", {"q01": -2, "q99": 2}), scale_for("L0.f.1", None)
     values = np.array([[-5.0, 0.0], [0.0, 0.5], [np.nan, 1.0]])
@@ -352,7 +351,7 @@ def test_deep_link_opens_the_view_it_names(shared):
         "neuron=L0.h.5&neuron=L1.c.2&start=3000&size=1000&feature=depth_total&find=def"
     )
     # the feature lane shows the library's feature over the window
-    from interpret.features import compute
+    from lstmscope.analysis.features import compute
 
     lanes = np.asarray(app.text.source.data["lane"])
     want = compute(shared.text, ["depth_total"])["depth_total"][3000:4000]
@@ -417,7 +416,7 @@ def test_find_literal_regex_and_navigation(shared):
 
 
 def test_feature_track_adds_a_lane_and_ranks(shared):
-    from server.components.shared import analysis
+    from lstmscope.server.components.shared import analysis
 
     app = page(shared)
     app.controls.feature.value = "in_string"
@@ -438,7 +437,7 @@ def test_feature_track_adds_a_lane_and_ranks(shared):
 
 
 def test_neuron_card_stats_histogram_and_contexts(shared):
-    from server.components.shared import analysis
+    from lstmscope.server.components.shared import analysis
 
     app = page(shared, {"neuron": ["L1.c.4"]})
     card = app.card
@@ -479,7 +478,7 @@ def test_gate_saturation_points_select_their_neuron(shared):
 
 
 def test_select_a_span_then_find_neurons_and_matches(shared):
-    from server.components.shared import analysis
+    from lstmscope.server.components.shared import analysis
 
     app = page(shared, {"neuron": ["L1.c.1"]})
     text = shared.text
@@ -548,10 +547,9 @@ def test_a_burst_of_user_actions_is_one_redraw(shared, monkeypatch):
     changes is one redraw of the last, page clicks add up, a unit change, a jump and a page size
     queued together are one redraw of all three, and after a redraw the next batch waits as long
     as it took (at most COOLDOWN_MAX_S). Checked by hand-running the queued callbacks."""
+    import lstmscope.server.main as main
     from bokeh.events import ButtonClick
-
-    import server.main as main
-    from server.main import make_document
+    from lstmscope.server.main import make_document
 
     # On a server (callbacks on its loop, jobs on its pool) actions are coalesced; built
     # directly, as these tests do, each applies at once.
@@ -629,7 +627,7 @@ def test_memo_computes_each_key_once_across_threads():
     import threading
     import time
 
-    from server.components.shared import Memo
+    from lstmscope.server.components.shared import Memo
 
     calls = []
 
@@ -662,16 +660,15 @@ def test_a_bug_in_a_callback_is_reported_not_fatal(shared, caplog, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
-# The server (interpret.serve): binding, origins, refusing bad input before it starts
+# The server (lstmscope.server.serve): binding, origins, refusing bad input before it starts
 # ----------------------------------------------------------------------------------------------
 
 
 def test_server_binds_loopback_and_allows_only_its_own_origins(dash_store_dir):
+    from lstmscope.server.serve import start_server
     from tornado.httpclient import HTTPClientError, HTTPRequest
     from tornado.ioloop import IOLoop
     from tornado.websocket import websocket_connect
-
-    from interpret.serve import start_server
 
     with start_server(dash_store_dir, port=0, allow_origin=["example.org:8443"]) as h:
         assert h.address == "127.0.0.1" and h.url == f"http://127.0.0.1:{h.port}/"
@@ -700,8 +697,8 @@ def test_server_binds_loopback_and_allows_only_its_own_origins(dash_store_dir):
 
 
 def test_server_refuses_bad_stores_neurons_and_origins(tmp_path, dash_store_dir):
-    from interpret.errors import LstmscopeError, StoreError
-    from interpret.serve import make_server
+    from lstmscope.errors import LstmscopeError, StoreError
+    from lstmscope.server.serve import make_server
 
     with pytest.raises(StoreError, match="no such store"):
         make_server(tmp_path / "missing", port=0)
@@ -712,7 +709,7 @@ def test_server_refuses_bad_stores_neurons_and_origins(tmp_path, dash_store_dir)
 
 
 def test_app_hooks_open_the_store_once_and_start_on_the_initial_neuron(dash_store_dir):
-    from interpret.serve import load_app
+    from lstmscope.server.serve import load_app
 
     # As serve loads it: a parse racing another thread's traceback is retried (gh-106905).
     handler = load_app([str(dash_store_dir), "--initial", "L0.o.4"])
@@ -723,14 +720,14 @@ def test_app_hooks_open_the_store_once_and_start_on_the_initial_neuron(dash_stor
 
     ctx = Ctx()
     handler.on_server_loaded(ctx)
-    from server.components.shared import SHARED_ATTR
+    from lstmscope.server.components.shared import SHARED_ATTR
 
     shared = getattr(ctx, SHARED_ATTR)
     try:
         assert shared.store.path == Path(dash_store_dir).resolve() or shared.store.n > 0
         assert shared.initial_neuron() == ("L0.o.4", "given on the command line")
         doc = Document()
-        from server.main import make_document
+        from lstmscope.server.main import make_document
 
         app = make_document(doc, shared, args={})
         assert app.state.primary == "L0.o.4" and "command line" in app.intro
@@ -743,8 +740,8 @@ def test_opens_on_the_best_url_cell_of_a_trained_model(synthetic_store):
     background and new tabs open on the best cell it found (a cheap stand-in until then)."""
     import time
 
-    from interpret.analysis.rank import rank_feature
-    from server.components.shared import Shared
+    from lstmscope.analysis.rank import rank_feature
+    from lstmscope.server.components.shared import Shared
 
     shared = Shared(synthetic_store.store, background=True)
     try:
@@ -774,7 +771,7 @@ def test_the_card_is_coloured_by_the_text_views_scale(shared):
     """The card's histogram follows the scale chosen for the text when it is a whole-neuron
     scale (quantile, linear, logit); a window-built scale leaves the card on the default, and
     the histogram's title says which colours it."""
-    from interpret.colors import quantize, scale_for
+    from lstmscope.export.colors import quantize, scale_for
 
     app = page(shared, {"neuron": ["L1.f.2"]})
     seen = {}

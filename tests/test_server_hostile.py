@@ -35,11 +35,11 @@ from typing import Any, ClassVar
 
 import pytest
 from bokeh import events
+from lstmscope.analysis.features import FEATURES
+from lstmscope.names import parse_neuron
+from lstmscope.server.serve import start_server
+from lstmscope.store.reader import ActivationStore
 
-from interpret.features import FEATURES
-from interpret.names import parse_neuron
-from interpret.serve import start_server
-from interpret.store import ActivationStore
 from tests.test_server import (  # noqa: F401 (fixtures)
     all_html,
     build_store,
@@ -154,14 +154,14 @@ def logs():
 def check_valid(app) -> None:
     """The view is one the dashboard could have drawn: valid fields, drawn as they say, the
     address bar telling the same, nothing injected into any Div."""
-    from server.components.state import MAX_NEURONS, PAGE_SIZES, to_query
+    from lstmscope.server.components.state import MAX_NEURONS, PAGE_SIZES, to_query
 
     s, n = app.state, app.n
     assert s.neurons and len(s.neurons) <= MAX_NEURONS
     assert all(nid in app.shared.stats.index for nid in s.neurons), s.neurons
     assert 0 <= s.start < n and s.size in PAGE_SIZES
     assert s.feature is None or s.feature in FEATURES
-    from interpret.export import MAX_PATTERN_LEN
+    from lstmscope.text.pattern import MAX_PATTERN_LEN
 
     assert len(s.find) <= MAX_PATTERN_LEN
     lanes = len(s.neurons) + (s.feature is not None)
@@ -229,7 +229,7 @@ def test_hostile_text_in_every_box_and_select(shared, logs, widget, accepted):
 
 
 def test_hostile_text_in_find_is_searched_as_text_or_refused(shared, logs):
-    from interpret.export import MAX_PATTERN_LEN
+    from lstmscope.text.pattern import MAX_PATTERN_LEN
 
     app = page(shared, {"neuron": ["L1.c.3"]})
     c = app.controls
@@ -357,7 +357,7 @@ def test_hostile_deep_links_in_the_python_document(shared, logs, args, says):
 @pytest.mark.timeout(60)
 def test_catastrophic_regex_times_out_with_a_message(redos_shared, logs):
     """``(a|aa)+$`` on runs of thirty a's would take minutes; the find stops after its timeout."""
-    from interpret.export import REGEX_TIMEOUT_S
+    from lstmscope.text.pattern import REGEX_TIMEOUT_S
 
     text = redos_shared.text
     assert "a" * 30 + "?" in text
@@ -375,7 +375,7 @@ def test_catastrophic_regex_times_out_with_a_message(redos_shared, logs):
     assert "took longer than" in app2.message.text
     check_valid(app2)
     # the library's own find (export and CLI) is bounded the same way
-    from interpret.export import export_find
+    from lstmscope.export.text import export_find
 
     with pytest.raises(ValueError, match="took longer than"):
         export_find(redos_shared.store, "L1.c.3", CATASTROPHIC)
@@ -666,7 +666,7 @@ def test_messages_from_a_just_closed_tab_are_one_warning(server):
     connection has dropped its session: one rate-limited WARNING instead; other errors stay."""
     import sys
 
-    from interpret.serve import _DetachedSessionFilter
+    from lstmscope.server.serve import _DetachedSessionFilter
 
     installed = logging.getLogger("bokeh.server.protocol_handler").filters
     assert any(isinstance(f, _DetachedSessionFilter) for f in installed)
@@ -777,8 +777,8 @@ def test_clients_dropping_mid_update_leave_the_server_serving(server, logs):
 def test_the_server_binds_loopback_by_default(redos_store_dir):
     import inspect
 
-    from interpret import serve as serve_mod
-    from interpret.cli import build_parser
+    from lstmscope.cli import build_parser
+    from lstmscope.server import serve as serve_mod
 
     for fn in (serve_mod.serve, serve_mod.make_server, serve_mod.start_server):
         assert inspect.signature(fn).parameters["address"].default == "127.0.0.1", fn
@@ -972,7 +972,13 @@ class _Fetches(HTMLParser):
 
 
 def exported_documents(dash_store_dir, hostile_store_dir, shared) -> dict[str, str]:  # noqa: F811
-    from interpret.export import NeuronView, export_card, export_find, export_range, html_document
+    from lstmscope.export.text import (
+        NeuronView,
+        export_card,
+        export_find,
+        export_range,
+        html_document,
+    )
 
     dash = ActivationStore.open(dash_store_dir)
     hostile = ActivationStore.open(hostile_store_dir)
@@ -1101,7 +1107,7 @@ def test_hostile_deep_link_in_chromium_shows_escaped_text(server):
 
 
 def test_refusal_rules():
-    from interpret.serve import refusal
+    from lstmscope.server.serve import refusal
 
     allowed = ["localhost:5006", "127.0.0.1:5006", "*.example.org:8443"]
     assert refusal(None, "127.0.0.1:5006", allowed) is None

@@ -8,13 +8,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
-from interpret import ActivationStore
-from interpret.checkpoint import load_model, save_checkpoint
-from interpret.errors import StoreError
-from interpret.model import CharRNN, ModelConfig
-from interpret.record import KindStats, record
-from interpret.store import (
+from lstmscope import ActivationStore
+from lstmscope.errors import StoreError
+from lstmscope.model.cells import CharRNN, ModelConfig
+from lstmscope.model.checkpoint import load_model, save_checkpoint
+from lstmscope.store.reader import (
     QUANTILE_NAMES,
     bin_index,
     hist_edges,
@@ -22,7 +20,8 @@ from interpret.store import (
     hist_quantiles,
     histogram,
 )
-from interpret.vocab import Vocab
+from lstmscope.store.record import KindStats, record
+from lstmscope.text.vocab import Vocab
 
 TEXT = (
     'for i in range(10):\n    print("value: {}".format(i))  # show [it]\n'
@@ -98,7 +97,7 @@ def test_neuron_window_and_array(store):
 
 
 def test_show_is_the_notebook_view(store, tmp_path):
-    from interpret.export import NeuronView
+    from lstmscope.export.text import NeuronView
 
     view = store.show(["L1.c.7", "L0.f.3"], 100, 400)
     assert isinstance(view, NeuronView) and (view.start, view.stop) == (100, 400)

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from interpret.checkpoint import load_model, save_checkpoint
-from interpret.cli import main
-from interpret.detect import detect
-from interpret.errors import StoreError
-from interpret.model import CharRNN, ModelConfig
-from interpret.record import record
-from interpret.store import ActivationStore
-from interpret.streams import (
+from lstmscope.cli import main
+from lstmscope.detect import detect
+from lstmscope.errors import StoreError
+from lstmscope.model.cells import CharRNN, ModelConfig
+from lstmscope.model.checkpoint import load_model, save_checkpoint
+from lstmscope.model.trace import plan_streams
+from lstmscope.store.reader import ActivationStore
+from lstmscope.store.record import record
+from lstmscope.store.streams import (
     DEFAULT_STREAMS,
     DEFAULT_WARMUP,
     choose_streams,
@@ -25,9 +25,8 @@ from interpret.streams import (
     run_lengths,
     warm_note,
 )
-from interpret.synthetic import generate
-from interpret.trace import plan_streams
-from interpret.vocab import Vocab
+from lstmscope.text.synthetic import generate
+from lstmscope.text.vocab import Vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -171,7 +170,7 @@ def test_cli_record_max_chars_reports_what_it_chose(tiny, tmp_path, capsys):
 
 def old_store(tiny: Path, out: Path, n: int, streams: int, warmup: int, monkeypatch) -> Path:
     """A store as lstmscope wrote before it kept half warm (the check switched off)."""
-    import interpret.record as rec
+    import lstmscope.store.record as rec
 
     monkeypatch.setattr(rec, "choose_streams", lambda n, s, w, d: (s, w))
     record(load_model(tiny), generate(n, seed=8).text[:n], out, streams=streams, warmup=warmup,

@@ -1,13 +1,12 @@
 """The synthetic corpus: deterministic, exactly sized, rich in the planted structure, and its
-ground-truth labels agree exactly with ``interpret.features`` on the generated text."""
+ground-truth labels agree exactly with ``lstmscope.analysis.features`` on the generated text."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from interpret.features import FEATURES, compute
-from interpret.synthetic import LABELS, MAX_DEPTH, MAX_INDENT, SyntheticText, generate
+from lstmscope.analysis.features import FEATURES, compute
+from lstmscope.text.synthetic import LABELS, MAX_DEPTH, MAX_INDENT, SyntheticText, generate
 
 
 @pytest.fixture(scope="module")

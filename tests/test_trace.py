@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from interpret.model import CharRNN, ModelConfig
-from interpret.names import KINDS
-from interpret.trace import (
+from lstmscope.model.cells import CharRNN, ModelConfig
+from lstmscope.model.trace import (
     c_recurrence_,
     plan_streams,
     stream_divergence,
     trace_chunk,
     trace_ids,
 )
+from lstmscope.names import KINDS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

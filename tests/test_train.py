@@ -14,12 +14,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
-from interpret.checkpoint import load_checkpoint, load_model
-from interpret.model import ModelConfig
-from interpret.sample import sample
-from interpret.train import TrainConfig, lr_at, train
-from interpret.vocab import Vocab
+from lstmscope.model.cells import ModelConfig
+from lstmscope.model.checkpoint import load_checkpoint, load_model
+from lstmscope.model.sample import sample
+from lstmscope.text.vocab import Vocab
+from lstmscope.train.loop import TrainConfig, lr_at, train
 
 SMALL = ModelConfig(cell="lstm", vocab_size=1, embed_dim=16, hidden_size=48, num_layers=2)
 
@@ -70,7 +69,7 @@ def test_resume_keeps_the_time_already_spent(tmp_path, code_text, monkeypatch):
     """A checkpoint carries the elapsed time: a resume from a save between evaluations
     continues the clock (the --max-minutes budget and log.csv's time_s), not from the last
     evaluation's time."""
-    import interpret.train as train_mod
+    import lstmscope.train.loop as train_mod
 
     vocab, tr, va, mcfg = _setup(code_text)
     cfg = TrainConfig(seq_len=16, batch_size=8, max_steps=30, eval_every=20, device="cpu")
@@ -127,7 +126,7 @@ def test_lr_schedule_shape():
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resumes(tmp_path, code_text):
     (tmp_path / "t.txt").write_text(code_text * 5)
-    cmd = [sys.executable, "-m", "interpret", "-q", "train", "--data", str(tmp_path / "t.txt"),
+    cmd = [sys.executable, "-m", "lstmscope", "-q", "train", "--data", str(tmp_path / "t.txt"),
            "-o", str(tmp_path / "run"), "--hidden", "32", "--layers", "1", "--batch", "8",
            "--seq-len", "32", "--max-steps", "100000", "--eval-every", "100000", "--device",
            "cpu"]  # fmt: skip
@@ -155,7 +154,7 @@ def test_distributed_two_cpu_processes(tmp_path, code_text):
     (tmp_path / "t.txt").write_text(code_text * 3)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "interpret", "-q", "train", "--data", str(tmp_path / "t.txt"), "-o",
+           "-m", "lstmscope", "-q", "train", "--data", str(tmp_path / "t.txt"), "-o",
            str(tmp_path / "ddp"), "--hidden", "32", "--layers", "1", "--batch", "8",
            "--seq-len", "32", "--max-steps", "60", "--eval-every", "30", "--device", "cpu",
            "--lr", "1e-2"]  # fmt: skip
@@ -171,7 +170,7 @@ def test_distributed_two_cpu_processes(tmp_path, code_text):
 
 
 def test_stream_batches_cover_text_contiguously():
-    from interpret.train import StreamBatches
+    from lstmscope.train.loop import StreamBatches
 
     ids = np.arange(1001)
     b = StreamBatches(ids, batch=4, seq_len=10)

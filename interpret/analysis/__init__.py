@@ -1,14 +1,14 @@
 """Analysis of an activation store: one module per question, each a pure function of the store.
 
-- :mod:`~interpret.analysis.rank` — score every neuron against a feature (AP, AUROC, best-threshold
+- :mod:`~lstmscope.analysis.rank` — score every neuron against a feature (AP, AUROC, best-threshold
   F1/IoU, exact for the head; or Pearson r)
-- :mod:`~interpret.analysis.contexts` — top, bottom and quantile-sampled contexts of a neuron
-- :mod:`~interpret.analysis.saturation` — gate saturation per layer (Karpathy et al. Fig. 3)
-- :mod:`~interpret.analysis.search` — select a span, find its neurons, find similar spans
-- :mod:`~interpret.analysis.probe` — sparse linear probes with a control task
-- :mod:`~interpret.analysis.ablate` — zero or clamp neurons inside the running model
-- :mod:`~interpret.analysis.errors` — per-character loss by category and bracket distance
-- :mod:`~interpret.analysis.drift` — units that trend with the distance from their run's start
+- :mod:`~lstmscope.analysis.contexts` — top, bottom and quantile-sampled contexts of a neuron
+- :mod:`~lstmscope.analysis.saturation` — gate saturation per layer (Karpathy et al. Fig. 3)
+- :mod:`~lstmscope.analysis.search` — select a span, find its neurons, find similar spans
+- :mod:`~lstmscope.analysis.probe` — sparse linear probes with a control task
+- :mod:`~lstmscope.analysis.ablate` — zero or clamp neurons inside the running model
+- :mod:`~lstmscope.analysis.losses` — per-character loss by category and bracket distance
+- :mod:`~lstmscope.analysis.drift` — units that trend with the distance from their run's start
 
 Everything returns a tidy ``pandas.DataFrame`` (or plain arrays) and reads the store read-only;
 nothing here writes files or prints. Results that are costly and depend only on the store (a

@@ -4,7 +4,7 @@ Ranking and probes show that a neuron *correlates* with a feature; ablation test
 model *uses* it. The model is rerun over the text with the chosen units of ``h``, ``c`` or a
 gate overridden at every position of a span, and the per-character loss is compared with the
 normal run, per character category (closing quotes, closing brackets, newlines, ...: see
-:func:`interpret.analysis.errors.default_categories`).
+:func:`lstmscope.analysis.losses.default_categories`).
 
 How the rerun works (all conditions at once, one batch row each; row 0 is the normal run):
 
@@ -35,10 +35,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-
-from interpret.analysis.errors import resolve_categories
-from interpret.model import CharRNN, RecurrentLayer
-from interpret.names import KINDS, Neuron, parse_neuron
+from lstmscope.analysis.losses import resolve_categories
+from lstmscope.model.cells import CharRNN, RecurrentLayer
+from lstmscope.names import KINDS, Neuron, parse_neuron
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +212,7 @@ def _values(model: CharRNN, ids, nrns: list[Neuron], mode: str, value, device) -
         vals = np.broadcast_to(np.asarray(value, dtype=np.float64), (len(nrns),))
         return [float(v) for v in vals]
     if mode == "mean":
-        from interpret.trace import trace_ids
+        from lstmscope.model.trace import trace_ids
 
         layers = sorted({x.layer for x in nrns})
         kinds = sorted({x.kind for x in nrns})
@@ -241,7 +240,7 @@ def ablate_many(
     model = loaded.model if hasattr(loaded, "model") else loaded
     vocab = loaded.vocab if hasattr(loaded, "vocab") else None
     if vocab is None:
-        raise TypeError("ablate needs a LoadedModel (interpret.checkpoint.load_model)")
+        raise TypeError("ablate needs a LoadedModel (lstmscope.model.checkpoint.load_model)")
     ids = vocab.encode(text)
     n = len(ids)
     if n < 2:
@@ -293,7 +292,7 @@ def ablate(
     Columns ``category n loss loss_ablated delta`` (mean bits per character; ``delta > 0``:
     the ablation hurts). Only the predictions made from states inside the span are counted,
     plus ``after`` characters past it. ``categories``: None (the defaults of
-    :func:`~interpret.analysis.errors.default_categories`), a list of their names, or
+    :func:`~lstmscope.analysis.losses.default_categories`), a list of their names, or
     ``{name: bool mask [len(text)]}``.
     """
     df = ablate_many(

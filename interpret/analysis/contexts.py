@@ -15,9 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-
-from interpret.analysis import store_cache
-from interpret.analysis.rank import used_rows
+from lstmscope.analysis import store_cache
+from lstmscope.analysis.rank import used_rows
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ def contexts(
     positions are left out unless ``include_cold``. Quantile samples are drawn (seeded) from the
     positions whose rank lies within ``QUANTILE_BAND`` of the quantile.
     """
-    nrn = store._neuron(neuron)
+    nrn = store.resolve(neuron)
     if k < 0 or per_quantile < 0 or width < 0:
         raise ValueError("k, per_quantile and width must be >= 0")
     bad = [q for q in quantiles if not 0.0 <= float(q) <= 1.0]

@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-from interpret.analysis import store_cache
+from lstmscope.analysis import store_cache
 
 R_MIN = 0.5  # |r| at or above: drifting (distance explains >= 25% of the variance)
 ROWS = 1 << 16  # rows per product: 64k x 256 float32 is 64 MB

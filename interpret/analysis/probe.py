@@ -36,8 +36,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-
-from interpret.analysis.rank import read_rows, selection, used_rows
+from lstmscope.analysis.rank import read_rows, selection, used_rows
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +148,12 @@ def probe(
     ``n_train``, ``n_test`` and ``single_unit_share``: what one unit achieves above chance over what all units
     achieve above chance (near 1: the feature lives in one cell).
     """
-    from interpret.analysis.rank import _check_values
+    from lstmscope.analysis.rank import check_values
 
     if kind not in ("binary", "graded"):
         raise ValueError(f"kind must be 'binary' or 'graded', not {kind!r}")
     binary = kind == "binary"
-    y_all = _check_values(store, values)
+    y_all = check_values(store, values)
     y_all = y_all.astype(bool) if binary else y_all.astype(np.float64)
     streams = selection(store, layer, kinds)
     rng = np.random.default_rng(seed)

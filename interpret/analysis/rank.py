@@ -21,7 +21,7 @@ How it stays fast (a 1M-character store of a 2x256 LSTM is 12 arrays of 512 MB):
   as the screen): the screen's top ``exact`` (default 200, what the dashboard shows) and any
   ``neurons`` asked for, then every other neuron whose exact AP could still beat the
   ``exact``-th exact score found (the screen's upper bound on it, below), at most
-  ``max(exact, EXACT_MARGIN)`` more (:mod:`~interpret.analysis.rank_exact`); rows are then
+  ``max(exact, EXACT_MARGIN)`` more (:mod:`~lstmscope.analysis.rank_exact`); rows are then
   sorted by score. When that second set was complete (``df.attrs["exact_sure"]``, the usual case) the first ``exact`` rows are *the* top
   ``exact`` by exact AP, in exact order; otherwise the most likely were recomputed and a neuron
   may be missing from the head. The ``exact`` column says which rows are exact.
@@ -46,12 +46,12 @@ of columns run in two threads here. Graded feature 3.0 s; eight graded features 
 Accuracy:
 
 - Exact rows (``exact`` True): ``ap``, ``auroc``, ``f1``, ``iou``, ``threshold`` and ``sign``
-  are those of the stored column (:mod:`~interpret.analysis.metrics`): sklearn's
+  are those of the stored column (:mod:`~lstmscope.analysis.metrics`): sklearn's
   ``average_precision_score`` and ``roc_auc_score`` to float rounding (tests: ``8 n eps``), F1
   and IoU the best over every threshold between distinct values.
 - Screen rows: a bin of the grid counts as one tied value. Its AUROC is within
-  :func:`~interpret.analysis.metrics.auroc_hist_error` (half the in/out pairs sharing a bin) of
-  the exact one, its AP within :func:`~interpret.analysis.metrics.ap_hist_bounds` (a bin's
+  :func:`~lstmscope.analysis.metrics.auroc_hist_error` (half the in/out pairs sharing a bin) of
+  the exact one, its AP within :func:`~lstmscope.analysis.metrics.ap_hist_bounds` (a bin's
   positives at best all tied above its negatives, at worst one by one below them; AP rewards
   ties, so even a bin of positives alone moves it). Those bounds are what the exact stage uses.
   Gates piled up against 0 or 1 are where the screen is worst (0.27 of AP on the synthetic
@@ -74,13 +74,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-
-from interpret.analysis import store_cache
-from interpret.analysis.metrics import ap_from_hist, ap_hist_bounds, auroc_from_hist
-from interpret.analysis.rank_exact import exact_head
-from interpret.features import FEATURES, Feature, FeatureError, compute
-from interpret.names import parse_neuron
-from interpret.store import hist_edges, hist_lut
+from lstmscope.analysis import store_cache
+from lstmscope.analysis.features import FEATURES, Feature, FeatureError, compute
+from lstmscope.analysis.metrics import ap_from_hist, ap_hist_bounds, auroc_from_hist
+from lstmscope.analysis.rank_exact import exact_head
+from lstmscope.names import parse_neuron
+from lstmscope.store.reader import hist_edges, hist_lut
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +212,7 @@ def _frame(store, streams, cols: dict[str, list[np.ndarray]], name, kind) -> pd.
     return df
 
 
-def _check_values(store, values) -> np.ndarray:
+def check_values(store, values) -> np.ndarray:
     v = np.asarray(values)
     if v.ndim != 1 or len(v) != store.n:
         raise ValueError(
@@ -255,7 +254,7 @@ def rank_binary(
 ) -> pd.DataFrame:
     """:func:`rank` for a binary feature (see there)."""
     exact = _check_exact(exact)
-    on = _check_values(store, values).astype(bool)
+    on = check_values(store, values).astype(bool)
     use = used_rows(store, include_cold)
     on_rows = np.flatnonzero(on & use)
     n_use = int(use.sum())
@@ -385,7 +384,7 @@ def rank_many(
     names = list(features)
     if not names:
         return {}
-    Y = np.stack([_check_values(store, features[nm]) for nm in names], axis=1)  # [N, F]
+    Y = np.stack([check_values(store, features[nm]) for nm in names], axis=1)  # [N, F]
     use = used_rows(store, include_cold)
     Yc, sy, n = _graded_matrix(store, Y, use)
     flat = [nm for nm, s in zip(names, sy, strict=True) if not s > 0]
@@ -515,7 +514,7 @@ def feature_values(store, feature: str | Feature) -> np.ndarray:
 
 
 def rank_feature(store, feature: str | Feature, **kw) -> pd.DataFrame:
-    """:func:`rank` against a built-in feature (by name) or a :class:`~interpret.features.Feature`
+    """:func:`rank` against a built-in feature (by name) or a :class:`~lstmscope.analysis.features.Feature`
     computed over ``store.text`` (cached per store)."""
     feat = resolve_feature(feature)
     return rank(store, feature_values(store, feat), kind=feat.kind, name=feat.name, **kw)

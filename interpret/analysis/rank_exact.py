@@ -1,5 +1,5 @@
-"""The exact stage of a binary ranking (:mod:`~interpret.analysis.rank`): the head's rows
-recomputed from the stored columns with :func:`~interpret.analysis.metrics.binary_metrics`."""
+"""The exact stage of a binary ranking (:mod:`~lstmscope.analysis.rank`): the head's rows
+recomputed from the stored columns with :func:`~lstmscope.analysis.metrics.binary_metrics`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
-from interpret.analysis.metrics import binary_metrics
+from lstmscope.analysis.metrics import binary_metrics
 
 EXACT_MARGIN = 64  # extra rows the exact top may recompute at least (it may recompute top)
 EXACT_THREADS = min(4, os.cpu_count() or 1)  # blocks of columns recomputed at once

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-
-from interpret.names import GATE_KINDS
-from interpret.store import SAT_HIGH, SAT_LOW
+from lstmscope.names import GATE_KINDS
+from lstmscope.store.reader import SAT_HIGH, SAT_LOW
 
 COLUMNS = ("neuron", "layer", "kind", "unit", "left", "right")
 

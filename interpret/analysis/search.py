@@ -25,9 +25,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-
-from interpret.analysis import store_cache
-from interpret.analysis.rank import CHUNK_ROWS, selection
+from lstmscope.analysis import store_cache
+from lstmscope.analysis.rank import CHUNK_ROWS, selection
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def suggested_thresholds(store, layer: int, kind: str) -> np.ndarray:
 
 def suggest_threshold(store, neuron: str) -> float:
     """A threshold that splits ``neuron``'s values into "off" and "on" (Otsu on its histogram)."""
-    nrn = store._neuron(neuron)
+    nrn = store.resolve(neuron)
     return float(suggested_thresholds(store, nrn.layer, nrn.kind)[nrn.unit])
 
 
@@ -195,7 +194,7 @@ def _neuron_set(store, neurons, thresholds, signs):
         ids = [neurons]
     else:
         ids = [str(x) for x in neurons]
-    ids = [str(store._neuron(x)) for x in ids]
+    ids = [str(store.resolve(x)) for x in ids]
     if not ids:
         raise ValueError("no neurons to match: select at least one")
     if len(set(ids)) != len(ids):

@@ -26,10 +26,9 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 from bokeh.transform import transform
-
-from interpret.colors import quantize, whole_neuron_scale
-from interpret.export import rebin_hist
-from interpret.names import GATE_KINDS, KIND_NAMES, parse_neuron
+from lstmscope.export.colors import quantize, whole_neuron_scale
+from lstmscope.export.text import rebin_hist
+from lstmscope.names import GATE_KINDS, KIND_NAMES, parse_neuron
 
 from .layout import color_index, color_table, row_cells
 from .shared import Shared
@@ -65,7 +64,7 @@ def _fmt(v) -> str:
 
 def drift_note(drift: pd.DataFrame | None, nid: str) -> str:
     """A warning line for a unit that trends with the distance from its run's start (a counter:
-    what it reads depends on where recording started), from ``interpret.analysis.drift``."""
+    what it reads depends on where recording started), from ``lstmscope.analysis.drift``."""
     if drift is None or nid not in drift.index or not bool(drift.at[nid, "drifting"]):
         return ""
     r, slope = float(drift.at[nid, "r"]), float(drift.at[nid, "slope"])

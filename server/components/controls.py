@@ -12,10 +12,9 @@ from typing import ClassVar
 
 from bokeh.layouts import column, row
 from bokeh.models import Button, CheckboxGroup, Div, Select, Spinner, TextInput
-
-from interpret.colors import SCALE_TITLES, SCALES
-from interpret.features import FEATURES
-from interpret.names import KIND_NAMES, parse_neuron
+from lstmscope.analysis.features import FEATURES
+from lstmscope.export.colors import SCALE_TITLES, SCALES
+from lstmscope.names import KIND_NAMES, parse_neuron
 
 from .shared import Shared
 from .state import LANE_MODES, PAGE_SIZES, ViewState

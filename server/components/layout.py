@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-
-from interpret.colors import NAN_COLOR, Scale, fmt_value, palette, quantize, text_colors
-from interpret.export import visible_text
+from lstmscope.export.colors import NAN_COLOR, Scale, fmt_value, palette, quantize, text_colors
+from lstmscope.export.text import visible_text
 
 TAB = 4  # tab stops, as in the export's CSS (tab-size: 4)
 WRAP = 80  # cells per display line (79 characters and a newline); longer lines continue below

@@ -1,4 +1,4 @@
-"""Neurons ranked against a feature (``interpret.analysis.rank``); click a row to show it.
+"""Neurons ranked against a feature (``lstmscope.analysis.rank``); click a row to show it.
 
 Each ranking replaces the table's rows as a whole (:class:`.tables.Rows`: a new source, so the
 browser redraws them; see there) and, when the feature's kind changes, its columns.

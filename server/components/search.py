@@ -1,6 +1,6 @@
 """Select and match: select a span of the text (click a character, shift-click another, or
 drag a box), get the neurons that are on there and off around it
-(``interpret.analysis.search.select_neurons``), then the other places in the corpus where those
+(``lstmscope.analysis.search.select_neurons``), then the other places in the corpus where those
 neurons do the same (``match_spans``). Click a neuron to show it, a match to jump there."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from collections.abc import Callable
 import pandas as pd
 from bokeh.layouts import column, row
 from bokeh.models import Button, DataTable, Div, NumberFormatter, TableColumn
-
-from interpret.export import visible_text
+from lstmscope.export.text import visible_text
 
 from .tables import Rows
 

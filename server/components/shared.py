@@ -19,16 +19,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from lstmscope.analysis.drift import drift
+from lstmscope.analysis.features import FEATURES
+from lstmscope.analysis.features import compute as compute_features
+from lstmscope.export.colors import DEFAULT_SCALE, Scale, scale_for
+from lstmscope.names import GATE_KINDS, check_neuron, parse_neuron
+from lstmscope.store.reader import ActivationStore
+from lstmscope.store.streams import warm_note
+from lstmscope.text.pattern import MAX_FIND_MATCHES, find_matches
 from tornado.ioloop import IOLoop
-
-from interpret.analysis.drift import drift
-from interpret.colors import DEFAULT_SCALE, Scale, scale_for
-from interpret.export import MAX_FIND_MATCHES, find_matches
-from interpret.features import FEATURES
-from interpret.features import compute as compute_features
-from interpret.names import GATE_KINDS, check_neuron, parse_neuron
-from interpret.store import ActivationStore
-from interpret.streams import warm_note
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +39,16 @@ INITIAL_FEATURES = ("in_url", "depth_total", "in_string", "in_comment")
 
 
 def analysis(name: str) -> ModuleType | None:
-    """``interpret.analysis.<name>``, or None while that module does not exist yet."""
+    """``lstmscope.analysis.<name>``, or None while that module does not exist yet."""
     try:
-        return importlib.import_module(f"interpret.analysis.{name}")
+        return importlib.import_module(f"lstmscope.analysis.{name}")
     except ModuleNotFoundError as e:
-        if e.name in (f"interpret.analysis.{name}", "interpret.analysis"):
+        if e.name in (f"lstmscope.analysis.{name}", "lstmscope.analysis"):
             return None
         raise
     except ImportError:
         # A broken analysis module must not take the whole dashboard down with it.
-        log.exception("interpret.analysis.%s failed to import", name)
+        log.exception("lstmscope.analysis.%s failed to import", name)
         return None
 
 
@@ -152,7 +151,7 @@ class Shared:
 
     def scale(self, nid: str, method: str | None = None) -> Scale:
         """The neuron's colour scale from its statistics (``method``: a whole-neuron one of
-        ``interpret.colors.SCALES``, the default if None), as the export scales it."""
+        ``lstmscope.export.colors.SCALES``, the default if None), as the export scales it."""
         method = method or DEFAULT_SCALE
         return self._scales.get(
             (nid, method), lambda: scale_for(nid, self.stats_row(nid), method=method)
@@ -242,7 +241,7 @@ class Shared:
         )
 
     def contexts(self, nid: str, k: int = 6, width: int = 24) -> pd.DataFrame | None:
-        """Top, bottom and quantile-sampled contexts from ``interpret.analysis.contexts`` (one
+        """Top, bottom and quantile-sampled contexts from ``lstmscope.analysis.contexts`` (one
         pass over the neuron's column: run it off the event loop), or None without that module."""
         mod = analysis("contexts")
         if mod is None:
@@ -342,7 +341,7 @@ class Shared:
         return df
 
     def drift(self, wait: bool | None = None) -> pd.DataFrame | None:
-        """``interpret.analysis.drift`` indexed by neuron, or None while it is computed in the
+        """``lstmscope.analysis.drift`` indexed by neuron, or None while it is computed in the
         background (``wait``: wait for it if need be; by default a server waits for nothing,
         a Shared made without ``background`` waits)."""
         if not self.n_warm:
@@ -363,10 +362,10 @@ class Shared:
 
 
 class AnalysisMissing(RuntimeError):
-    """An ``interpret.analysis`` module the dashboard needs has not been installed yet."""
+    """An ``lstmscope.analysis`` module the dashboard needs has not been installed yet."""
 
     def __init__(self, name: str):
-        super().__init__(f"analysis not available (interpret.analysis.{name} is missing)")
+        super().__init__(f"analysis not available (lstmscope.analysis.{name} is missing)")
 
 
 class Runner:

@@ -3,7 +3,7 @@
 ``/?neuron=L1.c.137&neuron=L0.h.3&start=5000&size=2000&feature=in_url&find=http`` opens the
 text at position 5000, coloured by ``L1.c.137`` with ``L0.h.3`` stacked under it, the
 ``in_url`` track below and matches of ``http`` marked; ``&scale=logit`` colours on another
-scale (:data:`interpret.colors.SCALES`), ``&lane=row`` draws the feature track as a full row
+scale (:data:`lstmscope.export.colors.SCALES`), ``&lane=row`` draws the feature track as a full row
 (``off``: not at all; the default is a thin strip). Every field is checked; a bad one is
 reported on the page and replaced by its default, never a failed session. No field names a file:
 the store is fixed when the server starts.
@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
-from interpret.colors import DEFAULT_SCALE, SCALES
-from interpret.features import FEATURES
+from lstmscope.analysis.features import FEATURES
+from lstmscope.export.colors import DEFAULT_SCALE, SCALES
 
 PAGE_SIZES = (1000, 2000, 4000, 8000)
 DEFAULT_SIZE = 2000
@@ -33,7 +33,7 @@ class ViewState:
     feature: str | None = None  # feature track under the text (and the ranking's feature)
     find: str = ""
     regex: bool = False
-    scale: str = DEFAULT_SCALE  # colour scale, one of interpret.colors.SCALES
+    scale: str = DEFAULT_SCALE  # colour scale, one of lstmscope.export.colors.SCALES
     lane: str = DEFAULT_LANE  # the feature track: one of LANE_MODES
 
     @property

@@ -8,7 +8,7 @@ array per neuron change (a colour mapper on the client turns colour classes into
 Corpus text only ever reaches the page as canvas text or as Bokeh tooltip values, which Bokeh
 escapes, so no character of the corpus can become markup.
 
-Colours come from :func:`interpret.colors.scale_for` with the view's scale (quantile by
+Colours come from :func:`lstmscope.export.colors.scale_for` with the view's scale (quantile by
 default), exactly as the export builds them for the same window; the legend above the text
 says, per lane, which scale is on and what it spans. A feature track is a thin strip under
 each line by default (``lane``: ``row`` draws it as a full row, ``off`` hides it).
@@ -35,10 +35,9 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 from bokeh.transform import transform
-
-from interpret.colors import DEFAULT_SCALE, Scale, needs_values, scale_for
-from interpret.export import legend_html
-from interpret.names import KIND_NAMES, parse_neuron
+from lstmscope.export.colors import DEFAULT_SCALE, Scale, needs_values, scale_for
+from lstmscope.export.text import legend_html
+from lstmscope.names import KIND_NAMES, parse_neuron
 
 from .layout import (
     WRAP,
@@ -107,7 +106,7 @@ def lane_scales(
 ) -> list[Scale]:
     """The scale of each neuron, as the export builds it: ``values`` ``[T, K]`` are the
     window's. Scales built from the values shown (the window scales, and a quantile scale whose
-    stored quantiles cannot rank: :func:`interpret.colors.needs_values`) get them; the others
+    stored quantiles cannot rank: :func:`lstmscope.export.colors.needs_values`) get them; the others
     come from the statistics, cached for every tab."""
     out = []
     for j, nid in enumerate(neurons):

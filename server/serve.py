@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from interpret import bokeh_curdoc
-from interpret.errors import LstmscopeError
-from interpret.store import ActivationStore
+from lstmscope.errors import LstmscopeError
+from lstmscope.server import curdoc as bokeh_curdoc
+from lstmscope.store.reader import ActivationStore
 
 log = logging.getLogger(__name__)
 
 # The app lives next to the package in a source checkout (``pip install -e .``).
-SERVER_DIR = Path(__file__).resolve().parents[1] / "server"
+SERVER_DIR = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -373,6 +373,6 @@ def serve(
     sys.exit(0)
 
 
-if __name__ == "__main__":  # python -m interpret.serve STORE [PORT] (benchmarks, debugging)
+if __name__ == "__main__":  # python -m lstmscope.server.serve STORE [PORT] (benchmarks, debugging)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     serve(sys.argv[1], port=int(sys.argv[2]) if len(sys.argv) > 2 else 5006)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from interpret.checkpoint import LoadedModel
+from lstmscope.model.checkpoint import LoadedModel
 
 
 @torch.no_grad()

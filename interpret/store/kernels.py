@@ -128,7 +128,7 @@ _F16_MAX = np.float32(65504.0)
 
 
 def encode_chunk(v, length, codes, params, dec) -> None:
-    """Code one chunk in the store's block encoding (``interpret.encoding``), one block per
+    """Code one chunk in the store's block encoding (``lstmscope.store.encoding``), one block per
     stream: ``v`` ``[T, B, H]`` float32 (any strides), ``length`` ``[B]`` int64 real rows of
     each stream; writes ``codes`` ``[B, T, H]`` int16 and ``dec`` ``[T, B, H]`` float32 (the
     value a reader decodes, bit for bit, clamped to float16's range: what the histograms count)

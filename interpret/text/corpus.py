@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from interpret.errors import CorpusError
-from interpret.io import atomic_open, atomic_write_text
+from lstmscope.disk import atomic_open, atomic_write_text
+from lstmscope.errors import CorpusError
 
 log = logging.getLogger(__name__)
 

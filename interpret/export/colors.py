@@ -44,8 +44,7 @@ from typing import Any
 
 import numpy as np
 from bokeh import palettes as bp
-
-from interpret.names import GATE_KINDS, parse_neuron
+from lstmscope.names import GATE_KINDS, parse_neuron
 
 # name -> (source palette, reverse?). Bokeh's Brewer sequential palettes run dark -> light; we
 # reverse them so that "more" is always darker. Matplotlib's perceptual maps keep their usual

@@ -19,8 +19,7 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
-
-from interpret.names import GATE_KINDS
+from lstmscope.names import GATE_KINDS
 
 F16_MAX = 65504.0
 

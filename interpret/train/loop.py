@@ -25,15 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lstmscope.disk import atomic_write_text, folder_lock, remove_stale_temps
+from lstmscope.errors import CheckpointError, LstmscopeError
+from lstmscope.model.cells import CharRNN, ModelConfig, detach_state
+from lstmscope.model.checkpoint import load_checkpoint, pick_device, save_checkpoint
+from lstmscope.text.vocab import Vocab
+from lstmscope.train.curves import line_plot_html
 from torch import nn
-
-from interpret.checkpoint import load_checkpoint, pick_device, save_checkpoint
-from interpret.errors import CheckpointError, LstmscopeError
-from interpret.io import atomic_write_text
-from interpret.lock import folder_lock, remove_stale_temps
-from interpret.model import CharRNN, ModelConfig, detach_state
-from interpret.plot import line_plot_html
-from interpret.vocab import Vocab
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)

@@ -17,17 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from interpret.errors import CheckpointError
-from interpret.io import atomic_open, atomic_write_bytes, atomic_write_text
-from interpret.model import CharRNN, ModelConfig
-from interpret.vocab import Vocab
+from lstmscope.disk import atomic_open, atomic_write_bytes, atomic_write_text
+from lstmscope.errors import CheckpointError
+from lstmscope.model.cells import CharRNN, ModelConfig
+from lstmscope.text.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
 FORMAT = "lstmscope-checkpoint"
 VERSION = 1
-DEMO_DIR = Path(__file__).parent / "demo"
+DEMO_DIR = Path(__file__).parents[1] / "demo"
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from interpret.io import atomic_write_text
-from interpret.model import CharRNN, ModelConfig, count_parameters
-from interpret.plot import line_plot_html
-from interpret.train import TrainConfig, train
-from interpret.vocab import Vocab
+from lstmscope.disk import atomic_write_text
+from lstmscope.model.cells import CharRNN, ModelConfig, count_parameters
+from lstmscope.text.vocab import Vocab
+from lstmscope.train.curves import line_plot_html
+from lstmscope.train.loop import TrainConfig, train
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-
-from interpret.features import compute
+from lstmscope.analysis.features import compute
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +157,7 @@ def matching_pairs(text: str, pairs: Sequence[str] = DEFAULT_PAIRS) -> pd.DataFr
 
     Brackets are matched with a stack, in code only (not in strings or comments), so ``(`` in a
     string does not count; a closer that does not match the innermost opener is skipped. Quotes
-    are the ends of the string spans of :mod:`interpret.features` (``"`` and ``'``; for triple
+    are the ends of the string spans of :mod:`lstmscope.analysis.features` (``"`` and ``'``; for triple
     quotes the last quote character of each delimiter).
     """
     codes = _codes(text)

@@ -18,7 +18,7 @@
       pred/top_ids.npy          int32 [N, 5]    the model's top 5 for the character AFTER t
       pred/top_prob.npy         float16 [N, 5]
 
-Activations are stored in a 16-bit block code (``interpret.encoding``: each block of positions
+Activations are stored in a 16-bit block code (``lstmscope.store.encoding``: each block of positions
 coded per unit relative to its own range; a decoded value is within ``7.8e-6`` of the unit's
 range over the store plus ``6e-8`` of its magnitude (float32 rounding) plus ``6e-39``
 (``encoding.error_bound``), where float16 lost 5e-4 of the range on counter cells); ``array``,
@@ -26,7 +26,7 @@ range over the store plus ``6e-8`` of its magnitude (float32 rounding) plus ``6e
 the float32 values (format 1 stores hold min, max and top/bottom values rounded to float16). Format 1 stores (``acts/L*.npy`` float16, no ``runs.npy``, ``blocks.npy`` or
 ``.scale.npy``) still open and read the same way.
 
-The histogram grid of the statistics is in ``interpret.histograms``.
+The histogram grid of the statistics is in ``lstmscope.store.histograms``.
 """
 
 from __future__ import annotations
@@ -38,10 +38,16 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-
-from interpret.encoding import CODE_DTYPE, PARAM_DTYPE, BlockCodedArray, DecodedArray, Float16Array
-from interpret.errors import StoreError
-from interpret.histograms import (  # noqa: F401  (re-exported: part of the store's format)
+from lstmscope.errors import StoreError
+from lstmscope.names import KINDS, Neuron, check_neuron
+from lstmscope.store.encoding import (
+    CODE_DTYPE,
+    PARAM_DTYPE,
+    BlockCodedArray,
+    DecodedArray,
+    Float16Array,
+)
+from lstmscope.store.histograms import (  # noqa: F401  (re-exported: part of the store's format)
     F16_MAX,
     bin_index,
     hist_edges,
@@ -50,8 +56,7 @@ from interpret.histograms import (  # noqa: F401  (re-exported: part of the stor
     hist_quantiles,
     histogram,
 )
-from interpret.names import KINDS, Neuron, check_neuron
-from interpret.vocab import Vocab
+from lstmscope.text.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
@@ -409,8 +414,9 @@ class ActivationStore:
             for u in range(self.hidden_size)
         ]
 
-    def _neuron(self, neuron: str | Neuron) -> Neuron:
-        # Names only what this store holds (an LSTM store lists no GRU kinds).
+    def resolve(self, neuron: str | Neuron) -> Neuron:
+        """The :class:`Neuron` for an id, or ``ValueError`` naming the layers, kinds and units
+        this store holds (an LSTM store lists no GRU kinds)."""
         return check_neuron(neuron, self.layers, self.kinds, self.hidden_size)
 
     def _stream(self, layer: int, kind: str) -> None:
@@ -473,17 +479,17 @@ class ActivationStore:
 
     def neuron(self, neuron: str | Neuron) -> np.ndarray:
         """One neuron over the whole text: float32 ``[N]``."""
-        nrn = self._neuron(neuron)
+        nrn = self.resolve(neuron)
         return self.array(nrn.layer, nrn.kind)[:, nrn.unit]
 
     def show(self, neurons, start: int = 0, stop: int | None = None, **kw):
         """In a notebook: the text coloured by ``neurons`` over ``[start, stop)`` (default 2,000
         characters). Returns a ``NeuronView``; ``.save(path)`` writes it as standalone HTML.
         Keywords go to ``NeuronView`` (``colormap``, ``tooltips``, ``wrap``)."""
-        from interpret.export import NeuronView  # export imports the store: import here
+        from lstmscope.export.text import NeuronView  # export imports the store: import here
 
         for nid in [neurons] if isinstance(neurons, str) else neurons:
-            self._neuron(nid)  # a wrong id fails here, with what is valid, not at display
+            self.resolve(nid)  # a wrong id fails here, with what is valid, not at display
         return NeuronView(self, neurons, start, stop, **kw)
 
     def window(self, start: int, stop: int, neurons) -> np.ndarray:
@@ -496,7 +502,7 @@ class ActivationStore:
         stop = min(stop, self.n)
         if isinstance(neurons, (str, Neuron)):
             neurons = [neurons]
-        parsed = [self._neuron(x) for x in neurons]
+        parsed = [self.resolve(x) for x in neurons]
         out = np.empty((stop - start, len(parsed)), dtype=np.float32)
         groups: dict[tuple[int, str], list[int]] = {}
         for j, nrn in enumerate(parsed):
@@ -575,7 +581,7 @@ class ActivationStore:
         only, on the same grid, cold rows included unless the mask leaves them out: so
         ``hist(n)[0] - hist(n, rows=on & ~store.cold)[0]`` is the histogram of the rest.
         """
-        nrn = self._neuron(neuron)
+        nrn = self.resolve(neuron)
         edges = hist_edges(nrn.kind)
         if rows is None:
             counts = np.asarray(self._load(f"stats/L{nrn.layer}.{nrn.kind}.hist.npy")[nrn.unit])

@@ -34,9 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from interpret.model import CharRNN, RecurrentLayer
-from interpret.names import KINDS
+from lstmscope.model.cells import CharRNN, RecurrentLayer
+from lstmscope.names import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -508,7 +507,7 @@ def reset_rows(state: list, keep: torch.Tensor) -> list:
     return out
 
 
-def _chunk_inputs(plan: StreamPlan, k: int, ids: np.ndarray):
+def chunk_inputs(plan: StreamPlan, k: int, ids: np.ndarray):
     """ids ``[T, B]``, next-character ids ``[T, B]`` and whether each has a target (same run)."""
     T = plan.chunk_len
     start, length, stop = plan.start[k], plan.length[k], plan.run_stop[k]
@@ -523,7 +522,7 @@ def _chunk_inputs(plan: StreamPlan, k: int, ids: np.ndarray):
 
 def predictions(logits: torch.Tensor, y, has_next):
     """``(loss [T, B], top_ids [T, B, 5], top_prob [T, B, 5])`` from ``logits`` ``[T, B, V]``;
-    ``y``/``has_next`` ``[T, B]`` numpy from ``_chunk_inputs``. Loss is in bits, NaN without a
+    ``y``/``has_next`` ``[T, B]`` numpy from ``chunk_inputs``. Loss is in bits, NaN without a
     next character."""
     device = logits.device
     lp = torch.log_softmax(logits.float(), dim=-1)  # [T, B, V]
@@ -571,7 +570,7 @@ def run_plan(
         if state is None:
             state = zero_model_state(model, B, device)
         for k in range(start_chunk, plan.chunks):
-            x, y, has_next = _chunk_inputs(plan, k, ids)
+            x, y, has_next = chunk_inputs(plan, k, ids)
             keep = torch.from_numpy(plan.offset[k] != 0).to(device=device, dtype=torch.float32)
             state = reset_rows(state, keep)
             xt = torch.from_numpy(x).to(device)
@@ -604,7 +603,7 @@ def trace_ids(
     """Every asked-for activation of a (short) text in memory: ``{"L0.c": [N, H] float32}``.
 
     ``streams=1`` (the default) is the exact single pass. Also returns ``"loss"`` ``[N]`` bits
-    (NaN at run starts). For long texts use ``interpret.record``, which writes to disk.
+    (NaN at run starts). For long texts use ``lstmscope.store.record``, which writes to disk.
     """
     ids = np.asarray(ids, dtype=np.int64)
     n = len(ids)

@@ -49,10 +49,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import regex
-
-from interpret import __version__
-from interpret.colors import (
+from lstmscope import __version__
+from lstmscope.disk import atomic_write_text
+from lstmscope.export.colors import (
     DEFAULT_SCALE,
     SCALES,
     Scale,
@@ -63,8 +62,8 @@ from interpret.colors import (
     text_colors,
     whole_neuron_scale,
 )
-from interpret.io import atomic_write_text
-from interpret.names import GATE_KINDS, KIND_NAMES, parse_neuron
+from lstmscope.names import GATE_KINDS, KIND_NAMES, parse_neuron
+from lstmscope.text.pattern import MAX_FIND_MATCHES, find_matches
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,6 @@ RUN_TOOLTIP_LIMIT = 40_000
 DEFAULT_WRAP = 100  # stacked rows are cut at this many characters so neurons stay aligned
 MAX_EXPORT_CHARS = 1_000_000  # ~10-30 MB of HTML: beyond that a browser struggles
 MAX_NEURONS = 64
-MAX_PATTERN_LEN = 1_000
-REGEX_TIMEOUT_S = 1.0
-MAX_FIND_MATCHES = 10_000  # one page; more is a job for the analysis module, not a page
 MAX_MATCH_SHOW = 1_000  # characters of one match shown (a `.*` with DOTALL could be the corpus)
 
 # Characters shown as a visible escape (see the module docstring). \t and \n are not here.
@@ -544,62 +540,6 @@ def render_matches(
     return _matches_fragment(pieces, scales, labels, tooltips=tooltips, title=title)
 
 
-def find_matches(
-    text: str,
-    pattern: str,
-    *,
-    max_matches: int = 50,
-    timeout: float = REGEX_TIMEOUT_S,
-    literal: bool = False,
-) -> tuple[list[tuple[int, int]], bool]:
-    """Spans of the first ``max_matches`` matches of a user pattern, and whether there are more.
-
-    Uses the ``regex`` package with a ``timeout`` for the whole scan (a catastrophic pattern
-    must not hang the dashboard); raises ``ValueError`` for an empty, too long, invalid, too
-    slow or empty-matching pattern. ``literal=True`` finds ``pattern`` as plain text (its length
-    is checked before escaping, so the limit means what the user typed).
-    """
-    if not isinstance(pattern, str) or not pattern:
-        raise ValueError("empty pattern: give a regular expression that matches some text")
-    if len(pattern) > MAX_PATTERN_LEN:
-        raise ValueError(f"pattern is {len(pattern)} characters; the limit is {MAX_PATTERN_LEN}")
-    if literal:
-        pattern = regex.escape(pattern)
-    if max_matches < 1:
-        raise ValueError(f"max_matches must be >= 1, got {max_matches}")
-    try:
-        rx = regex.compile(pattern)
-    except regex.error as e:
-        raise ValueError(f"bad regular expression {pattern[:60]!r}: {e}") from None
-    empty_hint = "make it match at least one character (e.g. use + instead of *)"
-    if rx.search("", timeout=timeout) is not None:
-        raise ValueError(f"pattern {pattern[:60]!r} matches the empty string; {empty_hint}")
-    out: list[tuple[int, int]] = []
-    more = False
-    deadline = time.monotonic() + 10 * timeout  # the timeout is per search; bound the total too
-    try:
-        for m in rx.finditer(text, timeout=timeout, concurrent=True):
-            a, b = m.span()
-            if a == b:
-                raise ValueError(
-                    f"pattern {pattern[:60]!r} matches empty text (at position {a}); {empty_hint}"
-                )
-            if len(out) == max_matches:
-                more = True
-                break
-            out.append((a, b))
-            if time.monotonic() > deadline:
-                more = True
-                log.info("find: stopped after %d matches (time limit)", len(out))
-                break
-    except TimeoutError:
-        raise ValueError(
-            f"pattern {pattern[:60]!r} took longer than {timeout:g} s; simplify it "
-            "(nested repeats such as (a+)+ backtrack exponentially)"
-        ) from None
-    return out, more
-
-
 # ----------------------------------------------------------------------------------------------
 # Neuron card
 # ----------------------------------------------------------------------------------------------
@@ -754,7 +694,7 @@ def context_records(contexts: Any) -> list[dict[str, Any]]:
     """Normalise contexts to a list of dicts with start, stop, position, value, group.
 
     Accepts a list of dicts, a ``{group: [dicts]}`` mapping, or a ``pandas.DataFrame`` with
-    those columns (what ``interpret.analysis.contexts`` returns). ``group`` defaults to
+    those columns (what ``lstmscope.analysis.contexts`` returns). ``group`` defaults to
     ``"contexts"``; ``label`` (e.g. ``"q25"``) is optional.
     """
     if contexts is None:
@@ -871,7 +811,7 @@ def fallback_contexts(
 ) -> list[dict[str, Any]]:
     """Top-k, bottom-k and quantile-sampled positions of one neuron's ``values [N]``.
 
-    A small stand-in for ``interpret.analysis.contexts``: peaks closer than ``context``
+    A small stand-in for ``lstmscope.analysis.contexts``: peaks closer than ``context``
     characters to an already chosen one are skipped, so the k contexts are k different places.
     """
     v = np.asarray(values, dtype=np.float64)
@@ -1053,7 +993,7 @@ def export_range(
     scale: str | None = None,
 ) -> str:
     """A standalone HTML document: corpus ``[start, stop)`` coloured by one or more neurons,
-    each on the colour ``scale`` (one of :data:`~interpret.colors.SCALES`; default quantile)."""
+    each on the colour ``scale`` (one of :data:`~lstmscope.export.colors.SCALES`; default quantile)."""
     t0 = time.perf_counter()
     ids = _neuron_ids(neurons)
     method = _check_scale(scale)

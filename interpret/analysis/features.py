@@ -3,10 +3,10 @@
 A feature says, for every character of a text, something a reader could check by eye: is this
 character inside a URL, inside a string literal, inside a comment, how deep in brackets, how far
 from the end of the line. Ranking neurons against these finds the interpretable cells of
-Karpathy et al. (2015). ``interpret.synthetic`` plants the same structure in generated text and
+Karpathy et al. (2015). ``lstmscope.text.synthetic`` plants the same structure in generated text and
 labels it while writing; on that text the two agree exactly (the tests check it).
 
-Conventions (the exact rules, shared with ``interpret.synthetic``):
+Conventions (the exact rules, shared with ``lstmscope.text.synthetic``):
 
 - Kinds: ``binary`` features are ``bool`` arrays, ``graded`` features are ``int32`` arrays.
 - Line ends are ``\\r\\n``, ``\\r`` and ``\\n``. The line-end characters belong to the line
@@ -63,8 +63,7 @@ from typing import Literal
 
 import numpy as np
 import regex
-
-from interpret.errors import LstmscopeError
+from lstmscope.errors import LstmscopeError
 
 log = logging.getLogger(__name__)
 

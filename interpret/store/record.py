@@ -2,7 +2,7 @@
 
 One pass over the text: ``trace.run_plan`` drives the model over ``B`` streams in chunks of ``T``
 positions; each layer's kinds are coded in the store's 16-bit block encoding (one block per
-stream and chunk, ``interpret.encoding``; compiled on CPU), folded into per-neuron statistics on
+stream and chunk, ``lstmscope.store.encoding``; compiled on CPU), folded into per-neuron statistics on
 the device (moments, min/max, histograms, top/bottom positions) and handed to a writer thread
 that ``pwrite``s them into ``.npy`` files created with ``numpy.lib.format.open_memmap``. On CPU
 the coding, statistics and predictions run in a second thread that reads the trace's buffers in
@@ -37,15 +37,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from interpret import __version__
-from interpret.checkpoint import LoadedModel
-from interpret.encoding import CODE_DTYPE, F32_MAX, PARAM_DTYPE, block_layout, encode_torch
-from interpret.errors import LstmscopeError, StoreError, WriteError
-from interpret.io import atomic_open, atomic_write_bytes, atomic_write_text, make_dir
-from interpret.lock import folder_lock, remove_stale_temps, temp_owner
-from interpret.names import GATE_KINDS
-from interpret.store import (
+from lstmscope import __version__
+from lstmscope.disk import (
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_text,
+    folder_lock,
+    make_dir,
+    remove_stale_temps,
+    temp_owner,
+)
+from lstmscope.errors import LstmscopeError, StoreError, WriteError
+from lstmscope.model.checkpoint import LoadedModel
+from lstmscope.model.trace import (
+    StreamPlan,
+    Workspace,
+    check_selection,
+    chunk_inputs,
+    plan_streams,
+    predictions,
+    run_plan,
+)
+from lstmscope.names import GATE_KINDS
+from lstmscope.store.encoding import CODE_DTYPE, F32_MAX, PARAM_DTYPE, block_layout, encode_torch
+from lstmscope.store.reader import (
     BLOCKS,
     DTYPE,
     F16_MAX,
@@ -65,16 +80,7 @@ from interpret.store import (
     param_path,
     stats_path,
 )
-from interpret.streams import choose_streams
-from interpret.trace import (
-    StreamPlan,
-    Workspace,
-    _chunk_inputs,
-    check_selection,
-    plan_streams,
-    predictions,
-    run_plan,
-)
+from lstmscope.store.streams import choose_streams
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +157,10 @@ HIST_BLOCK = 16  # units per bincount on CPU
 
 @functools.cache
 def _kernels():
-    """interpret.kernels, or None where numba cannot be imported (then torch folds on CPU too,
+    """lstmscope.store.kernels, or None where numba cannot be imported (then torch folds on CPU too,
     about 2x slower): imported when first needed, as numba takes ~0.3 s to import."""
     try:
-        from interpret import kernels
+        from lstmscope.store import kernels
     except ImportError as e:
         log.warning("numba is not available (%s): statistics with torch, about 2x slower", e)
         return None
@@ -195,7 +201,7 @@ class KindStats:
         self.kind, self.H, self.k = kind, hidden_size, top_k
         self.nb = len(hist_edges(kind)) - 1
         d = torch.device(device)
-        # On CPU the compiled loops of interpret.kernels; elsewhere torch (``fused=False``
+        # On CPU the compiled loops of lstmscope.store.kernels; elsewhere torch (``fused=False``
         # takes the torch code on CPU too, for tests).
         kernels = _kernels() if d.type == "cpu" and fused is not False else None
         if fused and kernels is None:
@@ -210,7 +216,7 @@ class KindStats:
             self.vmax = np.full(hidden_size, -np.inf, dtype=np.float32)
             self.hist = np.zeros(hidden_size * self.nb, dtype=np.int64)
             self.lut_np = hist_lut(kind)
-            # Heaps, lowest ranked first (see interpret.kernels); empty slots rank lowest.
+            # Heaps, lowest ranked first (see lstmscope.store.kernels); empty slots rank lowest.
             self.top_val = np.full((top_k, hidden_size), -np.inf, dtype=np.float32)
             self.top_pos = np.full((top_k, hidden_size), -1, dtype=np.int64)
             self.bot_val = np.full((top_k, hidden_size), np.inf, dtype=np.float32)
@@ -775,7 +781,7 @@ def record(
     the state is reset at every document start); the first ``warmup`` characters of each are
     marked cold and left out of the statistics. ``streams=1`` is the exact single pass. Not
     given, both are chosen from the text; at least half of the positions must stay warm
-    (:func:`interpret.streams.choose_streams`).
+    (:func:`lstmscope.store.streams.choose_streams`).
     ``kinds``/``layers`` default to all. ``device`` defaults to where the model is.
 
     Rerunning with the same inputs resumes an interrupted recording, or returns at once when the
@@ -946,7 +952,7 @@ def _record_locked(
             unknown,
             n,
         )
-    cold = plan.cold()  # at most half: interpret.streams.choose_streams saw to it
+    cold = plan.cold()  # at most half: lstmscope.store.streams.choose_streams saw to it
     if fresh or not (root / "ids.npy").is_file():
         ids = vocab.encode(text).astype(np.int32)
         atomic_write_bytes(root / "text.txt", text.encode("utf-8", errors="surrogatepass"))
@@ -1157,7 +1163,7 @@ def _record_locked(
             else:
                 worker.put(
                     lambda k=k, logits=res.logits, spans=chunk_ctx["spans"]: write_predictions(
-                        k, *predictions(logits, *_chunk_inputs(plan, k, ids)[1:]), spans
+                        k, *predictions(logits, *chunk_inputs(plan, k, ids)[1:]), spans
                     )
                 )
             bar.update(int(plan.length[k].sum()))

@@ -10,7 +10,7 @@ URL, comment, bracket depth, indentation, line position) should track is known e
 
 The labels are ground truth: the generator records its own state while emitting each piece
 (it knows when it opened a string; it never re-parses the text). They follow the conventions of
-``interpret.features`` exactly, and on generated text ``features.compute`` returns the same
+``lstmscope.analysis.features`` exactly, and on generated text ``features.compute`` returns the same
 arrays (the tests check it):
 
 - ``in_url``, ``in_dquote``, ``in_squote``, ``in_string`` (either quote), ``in_comment``:

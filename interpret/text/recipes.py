@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from interpret.corpus import Document, decode_text
-from interpret.errors import CorpusError
+from lstmscope.errors import CorpusError
+from lstmscope.text.corpus import Document, decode_text
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def python_docs(**_) -> list[Document]:
 
 
 def synthetic(n_chars: int = 2_000_000, seed: int = 0, **_) -> list[Document]:
-    from interpret.synthetic import generate
+    from lstmscope.text.synthetic import generate
 
     return [Document(f"synthetic-seed{seed}", generate(n_chars, seed).text)]
 
@@ -179,7 +179,7 @@ def demo_mix(**_) -> list[Document]:
 def demo_view(**_) -> list[Document]:
     """What ``make demo`` records: held-out documents of the demo mix (never trained on),
     Python code and URL-rich Wikipedia prose interleaved, ~300k characters."""
-    from interpret.corpus import split_documents
+    from lstmscope.text.corpus import split_documents
 
     _, val = split_documents(demo_mix())
     budget = {"python": 170_000, "wiki": 110_000, "pydoc": 20_000}

@@ -1,0 +1,1 @@
+"""The model: cells and the network, everything a layer computes, checkpoints, sampling."""

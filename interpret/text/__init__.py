@@ -1,0 +1,1 @@
+"""Text in: the character vocabulary, corpora and their recipes, the planted synthetic corpus."""

@@ -1,0 +1,1 @@
+"""Training: the loop, the cell comparison, the training curves."""
