@@ -39,7 +39,7 @@ def build_store(out: Path, chars: int, kinds: list[str] | None) -> Path:
     import torch
     from lstmscope.model.cells import CharRNN, ModelConfig
     from lstmscope.model.checkpoint import LoadedModel
-    from lstmscope.store.record import record
+    from lstmscope.store.recorder import record
     from lstmscope.text.corpus import join_documents
     from lstmscope.text.recipes import python_stdlib
     from lstmscope.text.vocab import Vocab

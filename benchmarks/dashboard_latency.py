@@ -94,7 +94,7 @@ def build_store(path: Path, n_chars: int, hidden: int) -> Path:
     import torch
     from lstmscope.model.cells import CharRNN, ModelConfig
     from lstmscope.model.checkpoint import load_model, save_checkpoint
-    from lstmscope.store.record import record
+    from lstmscope.store.recorder import record
     from lstmscope.text.synthetic import generate
     from lstmscope.text.vocab import Vocab
 
@@ -125,8 +125,8 @@ def pct(xs: list[float], q: float) -> float:
 
 def bench_update(store_path: Path, repeats: int = 30) -> dict:
     from bokeh.document import Document
-    from lstmscope.server.components.shared import Shared
     from lstmscope.server.main import make_document
+    from lstmscope.server.shared import Shared
     from lstmscope.store.reader import ActivationStore
 
     shared = Shared(ActivationStore.open(store_path), workers=1)

@@ -7,7 +7,7 @@ real checkpoint with --model PATH / demo), in one run:
   trace   every kind of every layer and the predictions computed but not kept, by each method:
           "kernel" (fused kernel, then the gates rebuilt by two matmuls; what runs on a GPU) and
           "steps" (our own loop over time that keeps each gate as it computes it; CPU default)
-  record  lstmscope.store.record.record: every kind of every layer to disk, with statistics
+  record  lstmscope.store.recorder.record: every kind of every layer to disk, with statistics
   naive   one stream, position by position: torch.nn.LSTMCell for h and c, the gates written
           out, every kind stored into float16 .npy memory maps
 
@@ -41,9 +41,11 @@ import numpy as np
 import torch
 from lstmscope.model.cells import CharRNN, ModelConfig
 from lstmscope.model.checkpoint import LoadedModel, load_model
-from lstmscope.model.trace import Workspace, plan_streams, run_plan
+from lstmscope.model.plan import plan_streams
+from lstmscope.model.trace import Workspace, run_plan
 from lstmscope.store.reader import ActivationStore
-from lstmscope.store.record import KindStats, default_chunk_len, record
+from lstmscope.store.recorder import default_chunk_len, record
+from lstmscope.store.stats import KindStats
 from lstmscope.text.vocab import Vocab
 
 VOCAB = "".join(chr(c) for c in range(32, 127)) + "\n\t\u00e9\u00fc\u2014"  # 100 characters
@@ -239,7 +241,7 @@ import torch
 sys.path.insert(0, {bench!r})
 from record_throughput import random_text, stand_in
 from lstmscope.model.checkpoint import load_model
-from lstmscope.store.record import record
+from lstmscope.store.recorder import record
 spec, n, streams, threads = {spec!r}, {n}, {streams}, {threads}
 if threads:
     torch.set_num_threads(threads)

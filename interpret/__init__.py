@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 
+from lstmscope.lazy import lazy_api
+
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
-def __getattr__(name: str):
-    # Lazy so `import lstmscope` stays cheap (torch is imported only where needed).
-    if name == "ActivationStore":
-        from lstmscope.store.reader import ActivationStore
-
-        return ActivationStore
-    raise AttributeError(name)
+# The names a notebook starts from, imported on first use so that `import lstmscope` stays cheap
+# (torch is imported only where needed).
+__getattr__, __all__ = lazy_api(
+    __name__, {"store.reader": ["ActivationStore"], "export.notebook": ["show"]}
+)

@@ -1,5 +1,9 @@
 """The ``lstmscope`` command. Parsing and printing only: every job is a library call.
 
+Each command's flags sit beside what it runs: ``_add_train(sub)`` declares ``train`` and its
+flags, ``cmd_train(args)`` runs it; ``build_parser`` adds the commands in the order
+``lstmscope -h`` lists them.
+
 Errors from bad input (``LstmscopeError``, ``ValueError`` from parsing user values) become one
 line on stderr and exit code 2, never a traceback. Each command ends by saying where it wrote
 its output and what to run next.
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from lstmscope.errors import LstmscopeError
 
-log = logging.getLogger("interpret")
+log = logging.getLogger(__name__)
 
 MIN_VAL_CHARS = 64  # `train` validates on at least this many characters
 
@@ -38,6 +42,19 @@ def _next(*commands: list[str], prefix: str = "") -> None:
 # --- corpus ------------------------------------------------------------------------------------
 
 
+def _add_corpus(sub) -> None:
+    c = sub.add_parser("corpus", help="build or list corpora")
+    csub = c.add_subparsers(dest="corpus_command", required=True)
+    cl = csub.add_parser("list", help="list the built-in recipes")
+    cl.set_defaults(func=cmd_corpus_list)
+    cb = csub.add_parser("build", help="build a corpus folder (train.txt, val.txt, manifest.json)")
+    cb.add_argument("name", help="a recipe (see 'corpus list') or a file/folder/glob")
+    cb.add_argument("-o", "--output", help="output folder (default data/NAME)")
+    cb.add_argument("--chars", type=int, default=0, help="synthetic: number of characters")
+    cb.add_argument("--seed", type=int, default=0, help="synthetic: seed")
+    cb.set_defaults(func=cmd_corpus_build)
+
+
 def cmd_corpus_list(args) -> int:
     from lstmscope.text.recipes import RECIPES
 
@@ -51,12 +68,13 @@ def cmd_corpus_list(args) -> int:
 def cmd_corpus_build(args) -> int:
     from lstmscope.text.corpus import read_documents, write_corpus
     from lstmscope.text.recipes import RECIPES, RECORD_ONLY, provenance
+    from lstmscope.text.synthetic import write_synthetic_corpus
 
     out = Path(args.output or f"data/{args.name}")
     extra = {"provenance": provenance()}
     if args.name == "synthetic":
         extra["seed"] = args.seed
-        manifest = _build_synthetic(out, args.chars or 2_000_000, args.seed, extra)
+        manifest = write_synthetic_corpus(out, args.chars or 2_000_000, args.seed, extra)
         docs, name = None, "synthetic"
     elif args.name in RECIPES:
         recipe = RECIPES[args.name]
@@ -93,54 +111,54 @@ def cmd_corpus_build(args) -> int:
     return 0
 
 
-def _build_synthetic(out: Path, n_chars: int, seed: int, extra: dict) -> dict:
-    """Train and val are generated separately (val from another seed), so the generator's
-    ground-truth labels line up with train.txt and val.txt character for character."""
-    import numpy as np
-    from lstmscope.disk import atomic_open
-    from lstmscope.text.corpus import Document, write_corpus
-    from lstmscope.text.synthetic import generate
-
-    parts = {
-        "train": generate(n_chars, seed),
-        "val": generate(max(n_chars // 20, 2000), seed + 7919),
-    }
-    manifest = write_corpus(out, [Document(f"synthetic-seed{seed}", parts["train"].text)],
-                            recipe="synthetic", extra=extra,
-                            val_docs=[Document(f"synthetic-seed{seed + 7919}", parts["val"].text)])  # fmt: skip
-    for split, gen in parts.items():
-        assert manifest[split]["chars"] == len(gen.text)  # texts end with a newline: no padding
-        with atomic_open(out / f"{split}.labels.npz", "wb") as f:
-            np.savez_compressed(f, **gen.labels)
-    return manifest
+# --- train / sample / info / compare -----------------------------------------------------------
 
 
-# --- train / sample / info ---------------------------------------------------------------------
-
-
-def _load_train_text(args):
-    """(train source, train text, validation text) from ``--data`` / ``--val-data``.
-
-    Validation comes from ``--val-data``, else a corpus folder's val split, else the last 5%.
-    """
-    from lstmscope.text.corpus import load_text
-
-    train_src = load_text(args.data, "train")
-    if args.val_data:
-        return train_src, train_src.text, load_text(args.val_data, "val").text
-    if len(args.data) == 1 and (Path(args.data[0]) / "manifest.json").is_file():
-        return train_src, train_src.text, load_text(args.data, "val").text
-    cut = int(len(train_src.text) * 0.95)
-    return train_src, train_src.text[:cut], train_src.text[cut:]
+def _add_train(sub) -> None:
+    t = sub.add_parser("train", help="train a character-level model")
+    t.add_argument("--data", nargs="+", required=True, help="corpus folder, files, folders, globs")
+    t.add_argument("--val-data", nargs="+",
+                   help="validation text (default: the corpus's val split)")  # fmt: skip
+    t.add_argument("-o", "--output", required=True, help="run directory")
+    t.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn", "lstm-c"])
+    t.add_argument("--output-kind", default="h", choices=["h", "c"],
+                   help="what an LSTM layer passes on: h (recurrent vector) or c "
+                   "(cell state)")  # fmt: skip
+    t.add_argument("--layers", type=int, default=2)
+    t.add_argument("--hidden", type=int, default=256)
+    t.add_argument("--embed", type=int, default=64)
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--forget-bias", type=float, default=1.0)
+    t.add_argument("--seq-len", type=int, default=128)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    t.add_argument("--warmup-steps", type=int, default=50)
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (0: off)")
+    t.add_argument("--max-steps", type=int, default=2000)
+    t.add_argument("--max-minutes", type=float, default=0.0)
+    t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument("--save-minutes", type=float, default=5.0,
+                   help="also save last.pt this often between evaluations "
+                   "(0: only at them)")  # fmt: skip
+    t.add_argument("--patience", type=int, default=0, help="early stop after N evals w/o gain")
+    t.add_argument("--min-char-count", type=int, default=1, help="rarer characters become unknown")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    _add_device(t)
+    t.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
     import numpy as np
     from lstmscope.model.cells import ModelConfig
+    from lstmscope.text.corpus import load_train_val
     from lstmscope.text.vocab import Vocab
     from lstmscope.train.loop import TrainConfig, train
 
-    train_src, text, val_text = _load_train_text(args)
+    train_src, text, val_text = load_train_val(args.data, args.val_data)
     run_dir = Path(args.output)
     if args.resume and (run_dir / "vocab.json").is_file():
         vocab = Vocab.load(run_dir / "vocab.json")  # the vocab must not change on resume
@@ -184,6 +202,18 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _add_sample(sub) -> None:
+    s = sub.add_parser("sample", help="generate text from a model")
+    s.add_argument("run", help="run directory, checkpoint file, or 'demo'")
+    s.add_argument("--prime", default="\n")
+    s.add_argument("--length", type=int, default=500)
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-k", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0)
+    _add_device(s)
+    s.set_defaults(func=cmd_sample)
+
+
 def cmd_sample(args) -> int:
     from lstmscope.model.checkpoint import load_model, pick_device
     from lstmscope.model.sample import sample
@@ -193,6 +223,13 @@ def cmd_sample(args) -> int:
                   top_k=args.top_k, seed=args.seed)  # fmt: skip
     sys.stdout.write(args.prime + text + "\n")
     return 0
+
+
+def _add_info(sub) -> None:
+    i = sub.add_parser("info", help="describe a model: config, val bpc, parameters per gate")
+    i.add_argument("run", help="run directory, checkpoint file, or 'demo'")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
 
 
 def cmd_info(args) -> int:
@@ -237,13 +274,34 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _add_compare(sub) -> None:
+    cm = sub.add_parser("compare", help="train rnn/gru/lstm/lstm-c at one budget and compare")
+    cm.add_argument("--data", nargs="+", required=True)
+    cm.add_argument("--val-data", nargs="+")
+    cm.add_argument("--cells", default="rnn,gru,lstm,lstm-c")
+    cm.add_argument("--budget-minutes", type=float, default=5.0, help="training time per cell")
+    cm.add_argument("--layers", type=int, default=2)
+    cm.add_argument("--hidden", type=int, default=128, help="LSTM hidden size; sets the budget")
+    cm.add_argument("--embed", type=int, default=64)
+    cm.add_argument("--seq-len", type=int, default=128)
+    cm.add_argument("--batch", type=int, default=32)
+    cm.add_argument("--lr", type=float, default=2e-3)
+    cm.add_argument("--max-steps", type=int, default=1_000_000)
+    cm.add_argument("--eval-every", type=int, default=100)
+    cm.add_argument("--seed", type=int, default=0)
+    cm.add_argument("-o", "--output", required=True)
+    _add_device(cm)
+    cm.set_defaults(func=cmd_compare)
+
+
 def cmd_compare(args) -> int:
     from lstmscope.model.cells import ModelConfig
+    from lstmscope.text.corpus import load_train_val
     from lstmscope.text.vocab import Vocab
     from lstmscope.train.compare import compare
     from lstmscope.train.loop import TrainConfig
 
-    _, text, val_text = _load_train_text(args)
+    _, text, val_text = load_train_val(args.data, args.val_data)
     vocab = Vocab.from_text(text)
     base = ModelConfig(vocab_size=len(vocab), embed_dim=args.embed, hidden_size=args.hidden,
                        num_layers=args.layers)  # fmt: skip
@@ -261,29 +319,43 @@ def cmd_compare(args) -> int:
     return 0
 
 
+# --- record ------------------------------------------------------------------------------------
+
+
+def _add_record(sub) -> None:
+    r = sub.add_parser("record", help="record every cell at every character into a store")
+    r.add_argument("run", help="run directory, checkpoint file, or 'demo'")
+    r.add_argument("--data", nargs="+", required=True, help="corpus folder, files, folders, globs")
+    r.add_argument("--split", default="val", choices=["train", "val"],
+                   help="which split of a corpus folder to record "
+                   "(default: held-out val)")  # fmt: skip
+    r.add_argument("-o", "--output", required=True, help="store folder")
+    r.add_argument("--max-chars", type=int, default=0)
+    r.add_argument("--streams", type=int,
+                   help="parallel streams (1: exact pass; default 32, fewer for a short "
+                   "text)")  # fmt: skip
+    r.add_argument("--warmup", type=int,
+                   help="cold characters per stream (default 1000, shorter for a short text); "
+                   "at least half of the text must stay warm")  # fmt: skip
+    r.add_argument("--kinds", help="e.g. h,c,i,f,g,o (default: all)")
+    r.add_argument("--layers", help="e.g. 0,1 (default: all)")
+    r.add_argument("--force", action="store_true", help="replace a different recording")
+    r.add_argument("--if-missing", action="store_true", help="do nothing if the store exists")
+    _add_device(r)
+    r.set_defaults(func=cmd_record)
+
+
 def cmd_record(args) -> int:
     from lstmscope.model.checkpoint import load_model, pick_device
-    from lstmscope.store.record import record
-    from lstmscope.text.corpus import load_text
+    from lstmscope.store.recorder import record
+    from lstmscope.text.corpus import load_record_text
 
     out = Path(args.output)
     if args.if_missing and (out / "meta.json").is_file():
         _next(["serve", str(out)], prefix=f"{out} already exists; ")
         return 0
     loaded = load_model(args.run, pick_device(args.device))
-    src = load_text(args.data, args.split)
-    text, docs = src.text, list(src.documents)
-    if not text and len(args.data) == 1 and (Path(args.data[0]) / "manifest.json").is_file():
-        other = "train" if args.split == "val" else "val"
-        raise LstmscopeError(
-            f"nothing to record: the {args.split} split of {args.data[0]} is empty"
-            + (" (a corpus built only to be recorded keeps everything in train)"
-               if args.split == "val" else "")
-            + f"; pass --split {other}"
-        )  # fmt: skip
-    if args.max_chars and len(text) > args.max_chars:
-        text = text[: args.max_chars]
-        docs = [(a, min(b, args.max_chars)) for a, b in docs if a < args.max_chars]
+    text, docs = load_record_text(args.data, args.split, args.max_chars)
     summary = record(loaded, text, out, documents=docs, streams=args.streams, warmup=args.warmup,
                      kinds=_csv_list(args.kinds) if args.kinds else None,
                      layers=[int(v) for v in _csv_list(args.layers)] if args.layers else None,
@@ -304,6 +376,31 @@ def cmd_record(args) -> int:
           f"{summary.streams} streams, warm-up {summary.warmup:,}: {warm:.0f}% warm")  # fmt: skip
     _next(["serve", str(out)], ["detect", str(out), "-o", f"reports/{out.name}"])
     return 0
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def _add_export(sub) -> None:
+    e = sub.add_parser("export", help="standalone highlighted HTML")
+    e.add_argument("store")
+    e.add_argument("--neuron", action="append", required=True, help="e.g. L1.c.137 (repeatable)")
+    e.add_argument("--range", help="START:STOP")
+    e.add_argument("--find", help="regular expression; each match with its context")
+    e.add_argument("--context", type=int, default=40)
+    e.add_argument("--max-matches", type=int, default=50)
+    e.add_argument("--card", action="store_true", help="the neuron card: stats and contexts")
+    e.add_argument("--title")
+    e.add_argument("--colormap")
+    e.add_argument(
+        "--scale", default="quantile",  # lstmscope.export.colors.SCALES (not imported: a fast start)
+        choices=("quantile", "linear", "logit", "window", "diff", "detrend"),
+        help="colour scale: quantile (rank among all values; default), linear (the value), logit "
+        "(gates), window (rank in the exported range), diff (change from the previous character), "
+        "detrend (minus a 65-character moving mean; a fitted line at the window edges)",
+    )  # fmt: skip
+    e.add_argument("-o", "--output", required=True)
+    e.set_defaults(func=cmd_export)
 
 
 def _check_export_modes(args) -> None:
@@ -333,20 +430,15 @@ def _store_neuron(store, nid: str):
 
 
 def cmd_export(args) -> int:
-    from lstmscope.export import text as export
+    from lstmscope import export
+    from lstmscope.analysis.contexts import contexts as neuron_contexts
     from lstmscope.store.reader import ActivationStore
 
     _check_export_modes(args)
     store = ActivationStore.open(args.store)
     neurons = [str(_store_neuron(store, nid)) for nid in args.neuron]
     if args.card:
-        contexts = None
-        try:
-            from lstmscope.analysis.contexts import contexts as neuron_contexts
-
-            contexts = neuron_contexts(store, neurons[0])
-        except ImportError:
-            pass
+        contexts = neuron_contexts(store, neurons[0])
         html = export.export_card(store, neurons[0], contexts, colormap=args.colormap,
                                   scale=args.scale)  # fmt: skip
     elif args.find:
@@ -369,15 +461,18 @@ def cmd_export(args) -> int:
     return 0
 
 
-def corpus_group(name: str) -> str:
-    """Which corpus a document of the demo mix came from, by its name."""
-    return name.split(":", 1)[0] if name.startswith(("wiki:", "pydoc:")) else "python"
+def _add_export_model(sub) -> None:
+    em = sub.add_parser("export-model", help="package a run pickle-free (safetensors)")
+    em.add_argument("run")
+    em.add_argument("-o", "--output", required=True)
+    em.add_argument("--data", help="corpus folder: report val bpc per source corpus")
+    em.add_argument("--eval-chars", type=int, default=400_000)
+    em.set_defaults(func=cmd_export_model)
 
 
 def cmd_export_model(args) -> int:
     from lstmscope.model.checkpoint import export_safetensors, load_model
-    from lstmscope.text.corpus import load_text
-    from lstmscope.train.loop import evaluate_bpc
+    from lstmscope.train.evaluate import val_bpc_by_corpus
 
     loaded = load_model(args.run)
     extra: dict = {}
@@ -388,23 +483,7 @@ def cmd_export_model(args) -> int:
                 f"--data {folder}: not a corpus folder (no manifest.json); build one with "
                 "'lstmscope corpus build'"
             )
-        src = load_text([str(folder)], "val")  # checked against the manifest, newlines kept
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        val = src.text
-        groups: dict[str, list[str]] = {}
-        for d in manifest["val"]["documents"]:
-            groups.setdefault(corpus_group(d["name"]), []).append(val[d["start"] : d["stop"]])
-        bpc = {}
-        for g, parts in sorted(groups.items()):
-            ids = loaded.vocab.encode("".join(parts))
-            bpc[g] = round(evaluate_bpc(loaded.model, ids, next(loaded.model.parameters()).device,
-                                        max_chars=args.eval_chars), 4)  # fmt: skip
-            log.info(
-                "val bpc on %s: %.4f (%s chars)", g, bpc[g], f"{min(len(ids), args.eval_chars):,}"
-            )
-        bpc["all"] = round(evaluate_bpc(loaded.model, loaded.vocab.encode(val),
-                                        next(loaded.model.parameters()).device,
-                                        max_chars=10**9), 4)  # fmt: skip
+        bpc, manifest = val_bpc_by_corpus(loaded, folder, args.eval_chars)
         extra["val_bpc_by_corpus"] = bpc
         extra["corpus_sha256"] = manifest.get("sha256")
     path = export_safetensors(args.run, args.output, extra)
@@ -413,6 +492,19 @@ def cmd_export_model(args) -> int:
           f"info.json {extra.get('val_bpc_by_corpus', '')}")  # fmt: skip
     _next(["info", str(args.output)])
     return 0
+
+
+# --- detect / serve ----------------------------------------------------------------------------
+
+
+def _add_detect(sub) -> None:
+    dt = sub.add_parser("detect", help="find the interpretable cells and write a report")
+    dt.add_argument("store")
+    dt.add_argument("--features", help="comma-separated built-in features (default: the main ones)")
+    dt.add_argument("--feature", action="append", help="a user feature 'name=REGEX' (repeatable)")
+    dt.add_argument("--top", type=int, default=10)
+    dt.add_argument("-o", "--output", required=True)
+    dt.set_defaults(func=cmd_detect)
 
 
 def cmd_detect(args) -> int:
@@ -441,165 +533,7 @@ def cmd_detect(args) -> int:
     return 0
 
 
-def cmd_serve(args) -> int:
-    from lstmscope.server.serve import serve
-
-    serve(args.store, port=args.port, address=args.address, allow_origin=args.allow_origin or (),
-          show=args.show, initial=args.neuron)  # fmt: skip
-    return 0
-
-
-# --- parser ------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lstmscope", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    c = sub.add_parser("corpus", help="build or list corpora")
-    csub = c.add_subparsers(dest="corpus_command", required=True)
-    cl = csub.add_parser("list", help="list the built-in recipes")
-    cl.set_defaults(func=cmd_corpus_list)
-    cb = csub.add_parser("build", help="build a corpus folder (train.txt, val.txt, manifest.json)")
-    cb.add_argument("name", help="a recipe (see 'corpus list') or a file/folder/glob")
-    cb.add_argument("-o", "--output", help="output folder (default data/NAME)")
-    cb.add_argument("--chars", type=int, default=0, help="synthetic: number of characters")
-    cb.add_argument("--seed", type=int, default=0, help="synthetic: seed")
-    cb.set_defaults(func=cmd_corpus_build)
-
-    t = sub.add_parser("train", help="train a character-level model")
-    t.add_argument("--data", nargs="+", required=True, help="corpus folder, files, folders, globs")
-    t.add_argument(
-        "--val-data", nargs="+", help="validation text (default: the corpus's val split)"
-    )
-    t.add_argument("-o", "--output", required=True, help="run directory")
-    t.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn", "lstm-c"])
-    t.add_argument(
-        "--output-kind",
-        default="h",
-        choices=["h", "c"],
-        help="what an LSTM layer passes on: h (recurrent vector) or c (cell state)",
-    )
-    t.add_argument("--layers", type=int, default=2)
-    t.add_argument("--hidden", type=int, default=256)
-    t.add_argument("--embed", type=int, default=64)
-    t.add_argument("--dropout", type=float, default=0.0)
-    t.add_argument("--forget-bias", type=float, default=1.0)
-    t.add_argument("--seq-len", type=int, default=128)
-    t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
-    t.add_argument("--warmup-steps", type=int, default=50)
-    t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (0: off)")
-    t.add_argument("--max-steps", type=int, default=2000)
-    t.add_argument("--max-minutes", type=float, default=0.0)
-    t.add_argument("--eval-every", type=int, default=200)
-    t.add_argument(
-        "--save-minutes",
-        type=float,
-        default=5.0,
-        help="also save last.pt this often between evaluations (0: only at them)",
-    )
-    t.add_argument("--patience", type=int, default=0, help="early stop after N evals w/o gain")
-    t.add_argument("--min-char-count", type=int, default=1, help="rarer characters become unknown")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    _add_device(t)
-    t.set_defaults(func=cmd_train)
-
-    s = sub.add_parser("sample", help="generate text from a model")
-    s.add_argument("run", help="run directory, checkpoint file, or 'demo'")
-    s.add_argument("--prime", default="\n")
-    s.add_argument("--length", type=int, default=500)
-    s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--top-k", type=int, default=0)
-    s.add_argument("--seed", type=int, default=0)
-    _add_device(s)
-    s.set_defaults(func=cmd_sample)
-
-    cm = sub.add_parser("compare", help="train rnn/gru/lstm/lstm-c at one budget and compare")
-    cm.add_argument("--data", nargs="+", required=True)
-    cm.add_argument("--val-data", nargs="+")
-    cm.add_argument("--cells", default="rnn,gru,lstm,lstm-c")
-    cm.add_argument("--budget-minutes", type=float, default=5.0, help="training time per cell")
-    cm.add_argument("--layers", type=int, default=2)
-    cm.add_argument("--hidden", type=int, default=128, help="LSTM hidden size; sets the budget")
-    cm.add_argument("--embed", type=int, default=64)
-    cm.add_argument("--seq-len", type=int, default=128)
-    cm.add_argument("--batch", type=int, default=32)
-    cm.add_argument("--lr", type=float, default=2e-3)
-    cm.add_argument("--max-steps", type=int, default=1_000_000)
-    cm.add_argument("--eval-every", type=int, default=100)
-    cm.add_argument("--seed", type=int, default=0)
-    cm.add_argument("-o", "--output", required=True)
-    _add_device(cm)
-    cm.set_defaults(func=cmd_compare)
-
-    r = sub.add_parser("record", help="record every cell at every character into a store")
-    r.add_argument("run", help="run directory, checkpoint file, or 'demo'")
-    r.add_argument("--data", nargs="+", required=True, help="corpus folder, files, folders, globs")
-    r.add_argument(
-        "--split",
-        default="val",
-        choices=["train", "val"],
-        help="which split of a corpus folder to record (default: held-out val)",
-    )
-    r.add_argument("-o", "--output", required=True, help="store folder")
-    r.add_argument("--max-chars", type=int, default=0)
-    r.add_argument(
-        "--streams",
-        type=int,
-        help="parallel streams (1: exact pass; default 32, fewer for a short text)",
-    )
-    r.add_argument("--warmup", type=int,
-                   help="cold characters per stream (default 1000, shorter for a short text); "
-                   "at least half of the text must stay warm")  # fmt: skip
-    r.add_argument("--kinds", help="e.g. h,c,i,f,g,o (default: all)")
-    r.add_argument("--layers", help="e.g. 0,1 (default: all)")
-    r.add_argument("--force", action="store_true", help="replace a different recording")
-    r.add_argument("--if-missing", action="store_true", help="do nothing if the store exists")
-    _add_device(r)
-    r.set_defaults(func=cmd_record)
-
-    e = sub.add_parser("export", help="standalone highlighted HTML")
-    e.add_argument("store")
-    e.add_argument("--neuron", action="append", required=True, help="e.g. L1.c.137 (repeatable)")
-    e.add_argument("--range", help="START:STOP")
-    e.add_argument("--find", help="regular expression; each match with its context")
-    e.add_argument("--context", type=int, default=40)
-    e.add_argument("--max-matches", type=int, default=50)
-    e.add_argument("--card", action="store_true", help="the neuron card: stats and contexts")
-    e.add_argument("--title")
-    e.add_argument("--colormap")
-    e.add_argument(
-        "--scale", default="quantile",  # lstmscope.export.colors.SCALES (not imported: a fast start)
-        choices=("quantile", "linear", "logit", "window", "diff", "detrend"),
-        help="colour scale: quantile (rank among all values; default), linear (the value), logit "
-        "(gates), window (rank in the exported range), diff (change from the previous character), "
-        "detrend (minus a 65-character moving mean; a fitted line at the window edges)",
-    )  # fmt: skip
-    e.add_argument("-o", "--output", required=True)
-    e.set_defaults(func=cmd_export)
-
-    em = sub.add_parser("export-model", help="package a run pickle-free (safetensors)")
-    em.add_argument("run")
-    em.add_argument("-o", "--output", required=True)
-    em.add_argument("--data", help="corpus folder: report val bpc per source corpus")
-    em.add_argument("--eval-chars", type=int, default=400_000)
-    em.set_defaults(func=cmd_export_model)
-
-    dt = sub.add_parser("detect", help="find the interpretable cells and write a report")
-    dt.add_argument("store")
-    dt.add_argument("--features", help="comma-separated built-in features (default: the main ones)")
-    dt.add_argument("--feature", action="append", help="a user feature 'name=REGEX' (repeatable)")
-    dt.add_argument("--top", type=int, default=10)
-    dt.add_argument("-o", "--output", required=True)
-    dt.set_defaults(func=cmd_detect)
-
+def _add_serve(sub) -> None:
     sv = sub.add_parser("serve", help="the dashboard")
     sv.add_argument("store")
     sv.add_argument("--port", type=int, default=5006)
@@ -609,10 +543,27 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--show", action="store_true", help="open a browser tab")
     sv.set_defaults(func=cmd_serve)
 
-    i = sub.add_parser("info", help="describe a model: config, val bpc, parameters per gate")
-    i.add_argument("run", help="run directory, checkpoint file, or 'demo'")
-    i.add_argument("--json", action="store_true")
-    i.set_defaults(func=cmd_info)
+
+def cmd_serve(args) -> int:
+    from lstmscope.server.serve import serve
+
+    serve(args.store, port=args.port, address=args.address, allow_origin=args.allow_origin or (),
+          show=args.show, initial=args.neuron)  # fmt: skip
+    return 0
+
+
+# --- the parser and the entry point ------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lstmscope", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    for add in (_add_corpus, _add_train, _add_sample, _add_compare, _add_record, _add_export,
+                _add_export_model, _add_detect, _add_serve, _add_info):  # fmt: skip
+        add(sub)
     return p
 
 

@@ -27,6 +27,13 @@ KIND_NAMES = {
     "z": "update gate",
     "n": "new gate",
 }
+# The blocks of a layer's weights, in PyTorch's row order (``weight_ih_l0``, ``weight_hh_l0``,
+# the biases): the LSTM's four gates, the GRU's three, the plain RNN's one block (it computes h).
+GATES: dict[str, tuple[str, ...]] = {
+    "lstm": ("i", "f", "g", "o"),
+    "gru": ("r", "z", "n"),
+    "rnn": ("h",),
+}
 # Kinds whose values lie in (0, 1): gates get a sequential colour scale and saturation stats.
 GATE_KINDS = frozenset({"i", "f", "o", "r", "z"})
 

@@ -1,9 +1,10 @@
 """Server lifecycle: open the activation store ONCE per server process.
 
 Every browser tab's page (``main.py``) reads the same memory-mapped store and the same caches
-through the :class:`~.components.shared.Shared` object left on Bokeh's server context. The
+through the :class:`~lstmscope.server.shared.Shared` object left on Bokeh's server context. The
 store path is fixed here, from the server's command line (``bokeh serve server --args STORE
-[--initial L1.c.137]``, or ``lstmscope.server.serve``); nothing a browser sends can change it.
+[--initial L1.c.137]``, or ``lstmscope.server.serve``, whose handler runs this file the same
+way); nothing a browser sends can change it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from lstmscope.server.components.shared import SHARED_ATTR, Shared
+from lstmscope.server.shared import SHARED_ATTR, Shared
 from lstmscope.store.reader import ActivationStore
 
 log = logging.getLogger("server")

@@ -1,4 +1,5 @@
-"""Start the dashboard (the Bokeh directory app in ``server/``) in this process.
+"""Start the dashboard in this process: the app of ``bokeh serve server``, loaded by
+:class:`~lstmscope.server.handler.DashboardHandler`.
 
 ``serve`` is what ``lstmscope serve STORE`` runs: it checks the store, binds 127.0.0.1 unless
 told otherwise, answers only the page it serves (opened as ``localhost:PORT`` or
@@ -25,13 +26,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lstmscope.errors import LstmscopeError
-from lstmscope.server import curdoc as bokeh_curdoc
+from lstmscope.server.handler import SERVER_DIR, load_app
 from lstmscope.store.reader import ActivationStore
 
 log = logging.getLogger(__name__)
-
-# The app lives next to the package in a source checkout (``pip install -e .``).
-SERVER_DIR = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -221,26 +219,6 @@ def check_store(store_path: str | Path, initial: str | None = None) -> Activatio
     return store
 
 
-def load_app(argv: list[str]):
-    """The dashboard app as Bokeh's ``DirectoryHandler`` over ``server/``, with ``argv``.
-
-    Bokeh parses the app with ``ast.parse``. On CPython 3.11 that races with any other
-    thread formatting a traceback (which also calls ``ast.parse``, for the ^^^ markers):
-    "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905, fixed in 3.12).
-    The race is over as soon as the other thread is done, so try again."""
-    from bokeh.application.handlers.directory import DirectoryHandler
-
-    for attempt in range(3):
-        try:
-            return DirectoryHandler(filename=str(SERVER_DIR), argv=argv)
-        except SystemError as e:
-            if "recursion depth mismatch" not in str(e) or attempt == 2:
-                raise
-            log.debug("parsing the dashboard app raced another thread (%s); retrying", e)
-            time.sleep(0.05)
-    raise AssertionError("unreachable")
-
-
 def make_server(
     store_path: str | Path,
     *,
@@ -261,7 +239,7 @@ def make_server(
     from tornado.ioloop import IOLoop
 
     store = check_store(store_path, initial)
-    if not (SERVER_DIR / "main.py").is_file():
+    if not (SERVER_DIR / "app_hooks.py").is_file():
         raise LstmscopeError(
             f"the dashboard app is missing ({SERVER_DIR}); install lstmscope from a source "
             "checkout (pip install -e .)"
@@ -269,7 +247,6 @@ def make_server(
     argv = [str(store.path.resolve()), "--workers", str(workers)]
     if initial is not None:
         argv += ["--initial", initial]
-    bokeh_curdoc.install()  # one curdoc() per thread: see interpret/bokeh_curdoc.py
     handler = load_app(argv)
     if handler.failed:
         raise LstmscopeError(f"the dashboard app failed to load: {handler.error}")

@@ -27,7 +27,7 @@ import torch
 from lstmscope.model.cells import CharRNN, ModelConfig
 from lstmscope.model.checkpoint import LoadedModel, load_model, save_checkpoint
 from lstmscope.store.reader import ActivationStore
-from lstmscope.store.record import record
+from lstmscope.store.recorder import record
 from lstmscope.text.synthetic import generate
 from lstmscope.text.vocab import Vocab
 from lstmscope.train.loop import TrainConfig, train

@@ -211,7 +211,7 @@ def test_switching_scales_recolours_and_a_bad_scale_is_refused(shared):  # noqa:
 
 
 def test_feature_track_is_a_thin_strip_a_row_or_hidden(shared):  # noqa: F811
-    from lstmscope.server.components.layout import STRIP, lane_layout
+    from lstmscope.server.components.textgrid import STRIP, lane_layout
 
     app = page(shared, {"neuron": ["L1.c.3"], "feature": ["depth_total"]})
     T = min(app.state.size, shared.store.n)
@@ -236,7 +236,7 @@ def test_feature_track_is_a_thin_strip_a_row_or_hidden(shared):  # noqa: F811
 
 
 def test_thin_strip_under_stacked_neurons_and_outlines_cover_it():
-    from lstmscope.server.components.layout import STRIP, char_cells, grid, lane_layout
+    from lstmscope.server.components.textgrid import STRIP, char_cells, grid, lane_layout
 
     c = char_cells("ab\ncd", wrap=10)
     g = grid(c, 3, strip=True)  # two neurons and a strip

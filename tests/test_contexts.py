@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from lstmscope.analysis.contexts import contexts, line_ids
 from lstmscope.analysis.saturation import saturation
-from lstmscope.export.text import card_fragment, context_records
+from lstmscope.export.card import card_fragment, context_records
 
 
 def test_line_ids(planted_store):

@@ -9,7 +9,8 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 from lstmscope.analysis.features import Feature, parse_feature_spec
-from lstmscope.detect import DEFAULT_FEATURES, detect, saturation_svg
+from lstmscope.detect import DEFAULT_FEATURES, detect
+from lstmscope.export.report import saturation_svg
 
 
 class _Tags(HTMLParser):

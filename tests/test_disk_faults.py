@@ -54,7 +54,7 @@ from lstmscope.model.checkpoint import (
     save_checkpoint,
 )
 from lstmscope.store.reader import ActivationStore
-from lstmscope.store.record import record
+from lstmscope.store.recorder import record
 from lstmscope.text.corpus import Document, write_corpus
 from lstmscope.text.vocab import Vocab
 from lstmscope.train.loop import TrainConfig, train
@@ -636,7 +636,7 @@ def test_recording_on_a_full_tmpfs(tmp_path, model, store_a):
         assert not (disk / "b" / "acts").exists()
         # ...and when the disk fills anyway (another program writing), the write says so.
         with pytest.MonkeyPatch.context() as m, pytest.raises(LstmscopeError) as ei:
-            m.setattr("lstmscope.store.record.estimate_bytes", lambda *a, **k: 0)
+            m.setattr("lstmscope.store.recorder.estimate_bytes", lambda *a, **k: 0)
             record(model, TEXT, disk / "b", **REC)
         assert_disk_full(ei.value, str(disk / "b"))
         assert tree_digest(disk / "a") == before

@@ -24,8 +24,9 @@ from lstmscope.store.encoding import (
     encode_torch,
     error_bound,
 )
-from lstmscope.store.reader import ActivationStore, histogram
-from lstmscope.store.record import record
+from lstmscope.store.histograms import histogram
+from lstmscope.store.reader import ActivationStore
+from lstmscope.store.recorder import record
 
 from tests.test_record import make_loaded, python_text
 

@@ -24,6 +24,8 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lstmscope.analysis.contexts import contexts_from_values, stats_from_values
+from lstmscope.export.card import context_records, export_card, rebin_hist, render_card
 from lstmscope.export.colors import (
     COLORMAPS,
     DEFAULT_N_COLORS,
@@ -36,19 +38,12 @@ from lstmscope.export.colors import (
     scale_for,
     text_color,
 )
+from lstmscope.export.matches import export_find, render_matches
+from lstmscope.export.notebook import NeuronView
 from lstmscope.export.text import (
-    NeuronView,
-    context_records,
-    export_card,
-    export_find,
     export_range,
-    fallback_contexts,
     html_document,
-    rebin_hist,
-    render_card,
-    render_matches,
     render_text_html,
-    stats_from_values,
     visible_text,
     write_html,
 )
@@ -632,7 +627,7 @@ def test_every_export_says_which_scale_colours_it(scale):
     assert view._repr_html_().count('class="scale-desc"') == 2
 
 
-def test_card_with_fallback_contexts():
+def test_card_with_contexts_from_values():
     store = demo_store(with_hist=False)
     v = store.neuron("L1.c.137")
     doc = export_card(store, "L1.c.137", k=5, context=20)
@@ -697,9 +692,9 @@ def test_lone_surrogates_from_a_surrogatepass_text_are_escaped(tmp_path):
     assert node.text() == "ok \\ud800 and \\udfff end" == visible_text(text)
 
 
-def test_fallback_contexts_are_distinct_places():
+def test_contexts_from_values_are_distinct_places():
     v = walk(5000, seed=7)
-    ctx = fallback_contexts(v, k=6, context=30)
+    ctx = contexts_from_values(v, k=6, context=30)
     top = [c for c in ctx if c["group"] == "top"]
     bottom = [c for c in ctx if c["group"] == "bottom"]
     assert top[0]["position"] == int(np.argmax(v)) and bottom[0]["position"] == int(np.argmin(v))
@@ -710,7 +705,7 @@ def test_fallback_contexts_are_distinct_places():
     qs = [c for c in ctx if c["group"] == "quantile"]
     assert [c["label"] for c in qs] == ["q01", "q05", "q25", "q50", "q75", "q95", "q99"]
     assert all(c["start"] <= c["position"] < c["stop"] for c in ctx)
-    assert fallback_contexts(np.full(10, np.nan)) == []
+    assert contexts_from_values(np.full(10, np.nan)) == []
 
 
 def test_card_takes_contexts_as_plain_data():

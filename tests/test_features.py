@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lstmscope.analysis.features import (
     FEATURES,
-    MAX_PATTERN_CHARS,
     Feature,
     FeatureError,
     compute,
@@ -24,6 +23,7 @@ from lstmscope.analysis.features import (
     regex_feature,
     span_feature,
 )
+from lstmscope.text.pattern import MAX_PATTERN_LEN
 
 
 def marks(mask: str) -> list[bool]:
@@ -357,7 +357,7 @@ def test_regex_feature_catastrophic_patterns_return_or_raise():
         ("a*", "matches the empty string"),
         ("", "empty pattern"),
         ("(unclosed", "bad regular expression"),
-        ("a" * (MAX_PATTERN_CHARS + 1), "limit is"),
+        ("a" * (MAX_PATTERN_LEN + 1), "limit is"),
     ],
 )
 def test_regex_feature_rejects_bad_patterns_clearly(pattern, message):

@@ -21,7 +21,7 @@ import pytest
 import torch
 from lstmscope.store.encoding import error_bound
 from lstmscope.store.reader import ActivationStore
-from lstmscope.store.record import record
+from lstmscope.store.recorder import record
 
 from tests.test_record import make_loaded, python_text
 

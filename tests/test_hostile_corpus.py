@@ -82,7 +82,7 @@ PROPERTY = settings(
 )
 FEATURE_PROPERTY = settings(PROPERTY, max_examples=1000)
 
-# --- reference implementations (plain loops, the rules of interpret/features.py's docstring) ---
+# --- reference implementations (plain loops, the rules of interpret/analysis/features.py's docstring) ---
 
 
 def ref_lines(text: str) -> dict[str, np.ndarray]:
@@ -733,7 +733,7 @@ def hostile_folder(root: Path) -> Path:
 def test_train_and_record_on_a_hostile_corpus(tmp_path, capsys):
     from lstmscope.model.checkpoint import load_model
     from lstmscope.store.reader import ActivationStore
-    from lstmscope.store.record import record
+    from lstmscope.store.recorder import record
 
     src = hostile_folder(tmp_path)
     corpus = tmp_path / "corpus"

@@ -30,7 +30,7 @@ from lstmscope.model.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from lstmscope.store.record import record
+from lstmscope.store.recorder import record
 from lstmscope.text.vocab import Vocab
 
 TEXT = 'def f(x):\n    return [x, "y"]  # ok\n' * 20  # 720 characters

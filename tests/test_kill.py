@@ -208,7 +208,7 @@ RECORD_SCRIPT = """
 import os, sys, time, torch
 torch.set_num_threads(1)
 from lstmscope.model.checkpoint import load_model
-from lstmscope.store.record import record
+from lstmscope.store.recorder import record
 model, text_path, out, die_at = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 if die_at:  # die just before renaming this file into place
     real = os.replace
@@ -229,7 +229,7 @@ def rec_setup(tmp_path_factory):
     loaded = make_loaded(tmp)
     text = python_text(8000, seed=5)
     (tmp / "text.txt").write_text(text, encoding="utf-8")
-    from lstmscope.store.record import record
+    from lstmscope.store.recorder import record
 
     record(loaded, text, tmp / "whole", progress=False, **RECORD_KW)
     return loaded, text, tmp
@@ -272,7 +272,7 @@ def test_recording_killed_at_random_moments_finishes_the_same_store(rec_setup):
         proc.stderr.close()
         if _assert_refused_or_complete(out, tmp / "whole"):
             break
-    from lstmscope.store.record import record
+    from lstmscope.store.recorder import record
 
     summary = record(loaded, text, out, progress=False, **RECORD_KW)
     assert summary.already_complete or summary.resumed_from > 0
@@ -289,7 +289,7 @@ def test_recording_killed_inside_a_write_is_refused_then_finished(rec_setup, die
     assert proc.returncode == 9, err.decode()[-2000:]
     with pytest.raises(StoreError):
         ActivationStore.open(out)
-    from lstmscope.store.record import record
+    from lstmscope.store.recorder import record
 
     record(loaded, text, out, progress=False, **RECORD_KW)  # the same command finishes it
     assert_same_store(tmp / "whole", out)

@@ -19,8 +19,10 @@ from lstmscope.model.cells import CharRNN, ModelConfig
 from lstmscope.model.checkpoint import load_model, save_checkpoint
 from lstmscope.model.trace import trace_ids
 from lstmscope.store.encoding import error_bound
-from lstmscope.store.reader import ActivationStore, hist_edges, histogram
-from lstmscope.store.record import KindStats, record
+from lstmscope.store.histograms import hist_edges, histogram
+from lstmscope.store.reader import ActivationStore
+from lstmscope.store.recorder import record
+from lstmscope.store.stats import KindStats
 from lstmscope.text.vocab import Vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -451,9 +453,9 @@ def test_compiled_stats_resume_from_a_torch_checkpoint_holding_a_nan():
 
 
 def test_without_numba_the_cpu_statistics_fall_back_to_torch(monkeypatch):
-    import lstmscope.store.record as rec
+    import lstmscope.store.stats as stats
 
-    monkeypatch.setattr(rec, "_kernels", lambda: None)  # as if numba failed to import
+    monkeypatch.setattr(stats, "load_kernels", lambda: None)  # as if numba failed to import
     assert not KindStats("h", 4, "cpu").fused
     with pytest.raises(ValueError, match="numba"):
         KindStats("h", 4, "cpu", fused=True)
@@ -484,7 +486,7 @@ def test_sigkill_then_rerun_resumes(lstm, tmp_path):
         import time, torch
         torch.set_num_threads(1)
         from lstmscope.model.checkpoint import load_model
-        from lstmscope.store.record import record
+        from lstmscope.store.recorder import record
         loaded = load_model({str(lstm.source)!r})
         text = open({str(tmp_path / "text.txt")!r}, encoding="utf-8").read()
         record(loaded, text, {str(tmp_path / "cut")!r}, progress=False, checkpoint_seconds=0,
@@ -576,7 +578,7 @@ def test_kind_stats_resumed_from_its_state_dict_end_the_same(fused):
 
 
 def test_stream_divergence_takes_a_loaded_model_and_text(lstm):
-    from lstmscope.model.trace import stream_divergence
+    from tests.divergence import stream_divergence
 
     df = stream_divergence(lstm, python_text(1200), 3, buckets=(0, 50), kinds=["c"])
     assert list(df["lo"]) == [0, 50, 0, 50] and (df["kind"] == "c").all()

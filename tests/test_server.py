@@ -20,7 +20,7 @@ from lstmscope.export.text import visible_text
 from lstmscope.model.cells import CharRNN, ModelConfig
 from lstmscope.model.checkpoint import load_model, save_checkpoint
 from lstmscope.store.reader import ActivationStore
-from lstmscope.store.record import record
+from lstmscope.store.recorder import record
 from lstmscope.text.synthetic import generate
 from lstmscope.text.vocab import Vocab
 
@@ -78,7 +78,7 @@ def hostile_store_dir(tmp_path_factory) -> Path:
 
 def open_shared(store_dir: Path):
     """A fixture body: the server's Shared over the store at ``store_dir``, closed after."""
-    from lstmscope.server.components.shared import Shared
+    from lstmscope.server.shared import Shared
 
     s = Shared(ActivationStore.open(store_dir), workers=1)
     yield s
@@ -124,7 +124,7 @@ def all_html(doc: Document) -> str:
 
 
 def test_layout_keeps_lines_tabs_and_wide_characters():
-    from lstmscope.server.components.layout import NEWLINE_MARK, TAB_MARK, char_cells
+    from lstmscope.server.components.textgrid import NEWLINE_MARK, TAB_MARK, char_cells
 
     c = char_cells("ab\tc\n\tx中y\r\nz", wrap=20, tab=4)
     assert c.line.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2]
@@ -137,7 +137,7 @@ def test_layout_keeps_lines_tabs_and_wide_characters():
 
 
 def test_layout_wraps_long_lines_and_escapes_controls():
-    from lstmscope.server.components.layout import char_cells, describe_char, row_cells
+    from lstmscope.server.components.textgrid import char_cells, describe_char, row_cells
 
     c = char_cells("x" * 25 + "\n", wrap=10)
     assert c.line.tolist() == [0] * 10 + [1] * 10 + [2] * 6
@@ -152,7 +152,7 @@ def test_layout_wraps_long_lines_and_escapes_controls():
 
 
 def test_stacked_grid_repeats_each_line_per_lane():
-    from lstmscope.server.components.layout import char_cells, grid
+    from lstmscope.server.components.textgrid import char_cells, grid
 
     c = char_cells("ab\ncd", wrap=10)
     g = grid(c, 3)
@@ -163,7 +163,7 @@ def test_stacked_grid_repeats_each_line_per_lane():
 
 
 def test_prediction_labels_format_every_float16_probability_as_printf_does():
-    from lstmscope.server.components.layout import PERCENT, percent_index, prediction_labels
+    from lstmscope.server.components.textgrid import PERCENT, percent_index, prediction_labels
 
     p = np.arange(0, 2**16, dtype=np.uint16).view(np.float16)
     p = p[np.isfinite(p) & ~np.signbit(p) & (p <= 1)]  # every float16 probability
@@ -182,7 +182,7 @@ def test_prediction_labels_format_every_float16_probability_as_printf_does():
 
 
 def test_colour_table_maps_classes_to_each_scale():
-    from lstmscope.server.components.layout import color_index, color_table
+    from lstmscope.server.components.textgrid import color_index, color_table
 
     s1, s2 = scale_for("L0.c.1", {"q01": -2, "q99": 2}), scale_for("L0.f.1", None)
     values = np.array([[-5.0, 0.0], [0.0, 0.5], [np.nan, 1.0]])
@@ -416,8 +416,6 @@ def test_find_literal_regex_and_navigation(shared):
 
 
 def test_feature_track_adds_a_lane_and_ranks(shared):
-    from lstmscope.server.components.shared import analysis
-
     app = page(shared)
     app.controls.feature.value = "in_string"
     assert app.state.feature == "in_string" and app.text.lane_names == [
@@ -425,20 +423,15 @@ def test_feature_track_adds_a_lane_and_ranks(shared):
         "in_string",
     ]
     assert "string" in app.controls.feature_info.text
-    if analysis("rank") is None:
-        assert "analysis not available" in app.rank.title.text
-    else:
-        ranked = app.rank.source.data["neuron"]
-        assert ranked and "in_string" in app.rank.title.text
-        app.rank.source.selected.indices = [1]  # click the second row
-        assert app.state.primary == ranked[1]
+    ranked = app.rank.source.data["neuron"]
+    assert ranked and "in_string" in app.rank.title.text
+    app.rank.source.selected.indices = [1]  # click the second row
+    assert app.state.primary == ranked[1]
     app.controls.feature.value = "(none)"
     assert app.state.feature is None and len(app.text.lane_names) == 1
 
 
 def test_neuron_card_stats_histogram_and_contexts(shared):
-    from lstmscope.server.components.shared import analysis
-
     app = page(shared, {"neuron": ["L1.c.4"]})
     card = app.card
     stats = shared.store.stats.loc["L1.c.4"]
@@ -452,8 +445,8 @@ def test_neuron_card_stats_histogram_and_contexts(shared):
         assert p in np.asarray(src["pos"])[np.asarray(src["row"]) == r]
     groups = {t for t in card.labels.data["text"] if not t[0].isdigit() and t[0] != "-"}
     assert {"Highest activations", "Lowest activations"} <= groups
-    if analysis("contexts") is not None:  # the sampled contexts replaced the recorded ones
-        assert any(t.startswith("Sample at quantile") for t in groups), groups
+    # the sampled contexts replaced the recorded ones
+    assert any(t.startswith("Sample at quantile") for t in groups), groups
     # clicking a snippet jumps there
     target = card.row_positions[-1]
     last_row = np.flatnonzero(np.asarray(src["row"]) == len(card.row_positions) - 1)
@@ -478,8 +471,6 @@ def test_gate_saturation_points_select_their_neuron(shared):
 
 
 def test_select_a_span_then_find_neurons_and_matches(shared):
-    from lstmscope.server.components.shared import analysis
-
     app = page(shared, {"neuron": ["L1.c.1"]})
     text = shared.text
     a = text.index("(")
@@ -491,9 +482,6 @@ def test_select_a_span_then_find_neurons_and_matches(shared):
     assert not app.select.run.disabled
     assert "#111111" in app.text.marks.data["color"]
     app.find_neurons()
-    if analysis("search") is None:
-        assert "analysis not available" in app.select.status.text
-        return
     neurons = app.select.neurons.data["neuron"]
     assert neurons, app.select.status.text
     assert len(app.select.matches.data["start"]) > 0
@@ -547,7 +535,7 @@ def test_a_burst_of_user_actions_is_one_redraw(shared, monkeypatch):
     changes is one redraw of the last, page clicks add up, a unit change, a jump and a page size
     queued together are one redraw of all three, and after a redraw the next batch waits as long
     as it took (at most COOLDOWN_MAX_S). Checked by hand-running the queued callbacks."""
-    import lstmscope.server.main as main
+    import lstmscope.server.runner as main
     from bokeh.events import ButtonClick
     from lstmscope.server.main import make_document
 
@@ -627,7 +615,7 @@ def test_memo_computes_each_key_once_across_threads():
     import threading
     import time
 
-    from lstmscope.server.components.shared import Memo
+    from lstmscope.server.runner import Memo
 
     calls = []
 
@@ -709,7 +697,7 @@ def test_server_refuses_bad_stores_neurons_and_origins(tmp_path, dash_store_dir)
 
 
 def test_app_hooks_open_the_store_once_and_start_on_the_initial_neuron(dash_store_dir):
-    from lstmscope.server.serve import load_app
+    from lstmscope.server.handler import load_app
 
     # As serve loads it: a parse racing another thread's traceback is retried (gh-106905).
     handler = load_app([str(dash_store_dir), "--initial", "L0.o.4"])
@@ -720,7 +708,7 @@ def test_app_hooks_open_the_store_once_and_start_on_the_initial_neuron(dash_stor
 
     ctx = Ctx()
     handler.on_server_loaded(ctx)
-    from lstmscope.server.components.shared import SHARED_ATTR
+    from lstmscope.server.shared import SHARED_ATTR
 
     shared = getattr(ctx, SHARED_ATTR)
     try:
@@ -741,7 +729,7 @@ def test_opens_on_the_best_url_cell_of_a_trained_model(synthetic_store):
     import time
 
     from lstmscope.analysis.rank import rank_feature
-    from lstmscope.server.components.shared import Shared
+    from lstmscope.server.shared import Shared
 
     shared = Shared(synthetic_store.store, background=True)
     try:

@@ -13,7 +13,7 @@ from tests.test_streams import old_store, tiny  # noqa: F401  (fixture)
     [(32, "all 30,000 positions are cold"), (20, "only 10,000 of 30,000 positions are warm")],
 )
 def test_a_cold_store_opens_with_a_message(tiny, tmp_path, monkeypatch, caplog, streams, says):  # noqa: F811
-    from lstmscope.server.components.shared import Shared
+    from lstmscope.server.shared import Shared
 
     path = old_store(tiny, tmp_path / "s", 30_000, streams, 1000, monkeypatch)
     s = Shared(ActivationStore.open(path), workers=1)

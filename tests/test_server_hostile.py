@@ -154,7 +154,7 @@ def logs():
 def check_valid(app) -> None:
     """The view is one the dashboard could have drawn: valid fields, drawn as they say, the
     address bar telling the same, nothing injected into any Div."""
-    from lstmscope.server.components.state import MAX_NEURONS, PAGE_SIZES, to_query
+    from lstmscope.server.state import MAX_NEURONS, PAGE_SIZES, to_query
 
     s, n = app.state, app.n
     assert s.neurons and len(s.neurons) <= MAX_NEURONS
@@ -375,7 +375,7 @@ def test_catastrophic_regex_times_out_with_a_message(redos_shared, logs):
     assert "took longer than" in app2.message.text
     check_valid(app2)
     # the library's own find (export and CLI) is bounded the same way
-    from lstmscope.export.text import export_find
+    from lstmscope.export.matches import export_find
 
     with pytest.raises(ValueError, match="took longer than"):
         export_find(redos_shared.store, "L1.c.3", CATASTROPHIC)
@@ -883,7 +883,6 @@ def test_no_request_parameter_names_a_path(server, redos_store_dir, logs):
     sources = {
         p.relative_to(ROOT).as_posix(): p.read_text() for p in (ROOT / "server").rglob("*.py")
     }
-    sources["interpret/serve.py"] = (ROOT / "interpret" / "serve.py").read_text()
     readers = {
         f for f, t in sources.items()
         if re.search(r"[\"']arguments[\"']|\.arguments\b|get_argument|query_argument", t)
@@ -899,7 +898,7 @@ def test_no_request_parameter_names_a_path(server, redos_store_dir, logs):
     }  # fmt: skip
     openers = {f: calls for f, calls in openers.items() if calls}
     # the server's command line (app_hooks) and serve()'s own argument: never a request's
-    assert openers == {"server/app_hooks.py": ["args.store"], "interpret/serve.py": ["store_path"]}
+    assert openers == {"server/app_hooks.py": ["args.store"], "server/serve.py": ["store_path"]}
 
     # 2. Dynamic: sessions and HTTP requests naming paths open none of them.
     _Opens.install()
@@ -972,13 +971,10 @@ class _Fetches(HTMLParser):
 
 
 def exported_documents(dash_store_dir, hostile_store_dir, shared) -> dict[str, str]:  # noqa: F811
-    from lstmscope.export.text import (
-        NeuronView,
-        export_card,
-        export_find,
-        export_range,
-        html_document,
-    )
+    from lstmscope.export.card import export_card
+    from lstmscope.export.matches import export_find
+    from lstmscope.export.notebook import NeuronView
+    from lstmscope.export.text import export_range, html_document
 
     dash = ActivationStore.open(dash_store_dir)
     hostile = ActivationStore.open(hostile_store_dir)

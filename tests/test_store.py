@@ -12,15 +12,16 @@ from lstmscope import ActivationStore
 from lstmscope.errors import StoreError
 from lstmscope.model.cells import CharRNN, ModelConfig
 from lstmscope.model.checkpoint import load_model, save_checkpoint
-from lstmscope.store.reader import (
-    QUANTILE_NAMES,
+from lstmscope.store.histograms import (
     bin_index,
     hist_edges,
     hist_lut,
     hist_quantiles,
     histogram,
 )
-from lstmscope.store.record import KindStats, record
+from lstmscope.store.layout import QUANTILE_NAMES
+from lstmscope.store.recorder import record
+from lstmscope.store.stats import KindStats
 from lstmscope.text.vocab import Vocab
 
 TEXT = (
@@ -97,15 +98,15 @@ def test_neuron_window_and_array(store):
 
 
 def test_show_is_the_notebook_view(store, tmp_path):
-    from lstmscope.export.text import NeuronView
+    from lstmscope.export.notebook import NeuronView, show
 
-    view = store.show(["L1.c.7", "L0.f.3"], 100, 400)
+    view = show(store, ["L1.c.7", "L0.f.3"], 100, 400)
     assert isinstance(view, NeuronView) and (view.start, view.stop) == (100, 400)
     assert view._repr_html_() == NeuronView(store, ["L1.c.7", "L0.f.3"], 100, 400)._repr_html_()
-    assert store.show("L1.c.7").stop == min(store.n, 2000)
+    assert show(store, "L1.c.7").stop == min(store.n, 2000)
     assert view.save(tmp_path / "v.html").read_text(encoding="utf-8").startswith("<!DOCTYPE")
     with pytest.raises(ValueError, match=r"units 0-11"):
-        store.show("L1.c.99")
+        show(store, "L1.c.99")
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ from lstmscope.detect import detect
 from lstmscope.errors import StoreError
 from lstmscope.model.cells import CharRNN, ModelConfig
 from lstmscope.model.checkpoint import load_model, save_checkpoint
-from lstmscope.model.trace import plan_streams
+from lstmscope.model.plan import plan_streams
 from lstmscope.store.reader import ActivationStore
-from lstmscope.store.record import record
+from lstmscope.store.recorder import record
 from lstmscope.store.streams import (
     DEFAULT_STREAMS,
     DEFAULT_WARMUP,
@@ -170,7 +170,7 @@ def test_cli_record_max_chars_reports_what_it_chose(tiny, tmp_path, capsys):
 
 def old_store(tiny: Path, out: Path, n: int, streams: int, warmup: int, monkeypatch) -> Path:
     """A store as lstmscope wrote before it kept half warm (the check switched off)."""
-    import lstmscope.store.record as rec
+    import lstmscope.store.recorder as rec
 
     monkeypatch.setattr(rec, "choose_streams", lambda n, s, w, d: (s, w))
     record(load_model(tiny), generate(n, seed=8).text[:n], out, streams=streams, warmup=warmup,

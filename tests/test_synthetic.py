@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lstmscope.analysis.features import FEATURES, compute
-from lstmscope.text.synthetic import LABELS, MAX_DEPTH, MAX_INDENT, SyntheticText, generate
+from lstmscope.text.labels import LABELS, SyntheticText
+from lstmscope.text.planted import MAX_DEPTH, MAX_INDENT
+from lstmscope.text.synthetic import generate
 
 
 @pytest.fixture(scope="module")

@@ -170,7 +170,7 @@ def test_distributed_two_cpu_processes(tmp_path, code_text):
 
 
 def test_stream_batches_cover_text_contiguously():
-    from lstmscope.train.loop import StreamBatches
+    from lstmscope.train.evaluate import StreamBatches
 
     ids = np.arange(1001)
     b = StreamBatches(ids, batch=4, seq_len=10)

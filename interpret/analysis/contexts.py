@@ -6,12 +6,21 @@ quantiles. Every example is a window of ``width`` characters either side of the 
 the examples are **deduplicated**: a position is skipped when its window overlaps an example
 already chosen or it lies on the same line as one, so a long URL or a long string does not fill
 the list with ten views of the same place.
+
+Three ways in, one place, whoever shows the contexts (the dashboard's card, the export's card):
+
+- :func:`contexts` — from a store: one pass over the neuron's column, cold positions left out,
+  quantile samples, deduplicated by window and line.
+- :func:`contexts_from_positions` — from positions already ranked (the top and bottom positions
+  the recording stored): reads no column, so it is instant.
+- :func:`contexts_from_values` — from a bare array of values (no store: no lines, no cold
+  positions); :func:`stats_from_values` gives the statistics a card shows from the same array.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +47,31 @@ def line_ids(store) -> np.ndarray:
     return cache["line_ids"]
 
 
+def window(position: int, width: int, n: int) -> tuple[int, int]:
+    """``[start, stop)`` of the example at ``position``: ``width`` characters either side,
+    clipped to a text of ``n`` characters."""
+    return max(0, position - width), min(n, position + width + 1)
+
+
+def spaced(positions: Sequence[int] | np.ndarray, k: int, gap: int) -> list[int]:
+    """Indices of the first ``k`` of ``positions`` (best first) that lie more than ``gap`` from
+    every one taken before: neighbouring peaks are one place. Negative positions (padding) are
+    skipped."""
+    taken: list[int] = []
+    chosen: list[int] = []
+    if k < 1:
+        return chosen
+    for i, p in enumerate(positions):
+        p = int(p)
+        if p < 0 or any(abs(p - c) <= gap for c in taken):
+            continue
+        taken.append(p)
+        chosen.append(i)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
 class _Picker:
     """Accepts positions whose window overlaps no chosen window and whose line is new."""
 
@@ -47,7 +81,7 @@ class _Picker:
         self.used_lines: set[int] = set()
 
     def window(self, p: int) -> tuple[int, int]:
-        return max(0, p - self.width), min(self.n, p + self.width + 1)
+        return window(p, self.width, self.n)
 
     def ok(self, p: int) -> bool:
         if int(self.lines[p]) in self.used_lines:
@@ -134,3 +168,79 @@ def contexts(
     df = pd.DataFrame.from_records(recs, columns=list(COLUMNS))
     df.attrs.update(neuron=str(nrn), width=width)
     return df
+
+
+def contexts_from_positions(
+    text: str,
+    ranked: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    k: int = 6,
+    width: int = 24,
+) -> pd.DataFrame:
+    """Contexts from positions already ranked, best first: ``ranked`` maps a group to its
+    ``(positions, values)``, e.g. ``{"top": (top_pos[u], top_val[u]), "bottom": (...)}`` from
+    ``store.stat_arrays(layer, kind)`` (the positions the recording stored; -1 pads a short
+    text). Per group the first ``k`` positions more than ``width`` apart (:func:`spaced`), each
+    a window of ``width`` characters either side. Reads no column, so it is instant. Columns as
+    :func:`contexts`."""
+    n = len(text)
+    rows = []
+    for group, (positions, values) in ranked.items():
+        for i in spaced(positions, k, width):
+            p = int(positions[i])
+            s, e = window(p, width, n)
+            rows.append(
+                {"group": group, "position": p, "value": float(values[i]), "start": s, "stop": e,
+                 "text": text[s:e]}
+            )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def contexts_from_values(
+    values: np.ndarray,
+    *,
+    k: int = 8,
+    context: int = 40,
+    quantiles: Sequence[float] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99),
+) -> list[dict]:
+    """Top-k, bottom-k and quantile-sampled positions of one neuron's ``values [N]``, when there
+    is no store to ask (no lines, no cold positions): what the export's card shows by default.
+
+    A dict per example: ``group`` (``top``, ``bottom``, ``quantile`` with a ``label`` such as
+    ``q05``), ``start stop position value``; ``context`` is the half-width of the window. Peaks
+    ``context`` characters or closer to an already chosen one of their group are skipped
+    (:func:`spaced`), so the k contexts are k different places. Empty without finite values.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = v.shape[0]
+    finite = np.flatnonzero(np.isfinite(v))
+    if finite.size == 0:
+        return []
+    order = finite[np.argsort(v[finite], kind="stable")]  # ascending
+    out: list[dict] = []
+    for group, cands in (("top", order[::-1]), ("bottom", order)):
+        for p in cands[spaced(cands, k, context)].tolist():
+            s, e = window(p, context, n)
+            out.append({"group": group, "start": s, "stop": e, "position": p, "value": v[p]})
+    for q in quantiles:
+        p = int(order[round(q * (order.size - 1))])
+        s, e = window(p, context, n)
+        out.append(
+            {"group": "quantile", "label": f"q{round(q * 100):02d}", "start": s, "stop": e,
+             "position": p, "value": v[p]}
+        )  # fmt: skip
+    return out
+
+
+def stats_from_values(values: np.ndarray) -> dict[str, float]:
+    """The statistics a card shows (mean, std, min, quantiles q01..q99, max), computed from
+    ``values [N]`` when the store has none; empty without finite values."""
+    v = np.asarray(values, dtype=np.float64)
+    fin = v[np.isfinite(v)]
+    if fin.size == 0:
+        return {}
+    qs = np.quantile(fin, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+    out = {"mean": float(fin.mean()), "std": float(fin.std()), "min": float(fin.min())}
+    out.update({f"q{p:02d}": float(x) for p, x in zip((1, 5, 25, 50, 75, 95, 99), qs, strict=True)})
+    out["max"] = float(fin.max())
+    return out

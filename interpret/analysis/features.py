@@ -46,9 +46,9 @@ Conventions (the exact rules, shared with ``lstmscope.text.synthetic``):
   ``isupper``; ``is_punct`` is Unicode punctuation or symbol (categories P* and S*), which on
   ASCII is exactly ``string.punctuation``; ``is_newline`` is ``\\n`` or ``\\r``.
 
-User features: ``regex_feature`` (inside any match of a pattern, run with the ``regex``
-package's timeout), ``span_feature`` (inside selected spans), ``parse_feature_spec`` for the
-CLI's ``--feature 'name=REGEX'``.
+User features: ``regex_feature`` (inside any match of a pattern, checked by
+:mod:`lstmscope.text.pattern` and run with the ``regex`` package's timeout), ``span_feature``
+(inside selected spans), ``parse_feature_spec`` for the CLI's ``--feature 'name=REGEX'``.
 """
 
 from __future__ import annotations
@@ -64,12 +64,12 @@ from typing import Literal
 import numpy as np
 import regex
 from lstmscope.errors import LstmscopeError
+from lstmscope.text.pattern import REGEX_TIMEOUT_S, compile_pattern
 
 log = logging.getLogger(__name__)
 
 BINARY = np.bool_
 GRADED = np.int32
-MAX_PATTERN_CHARS = 500
 
 
 class FeatureError(LstmscopeError, ValueError):
@@ -443,38 +443,26 @@ def compute(
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
-def _compile_user_pattern(pattern: str) -> regex.Pattern:
-    if not isinstance(pattern, str) or not pattern:
-        raise FeatureError("empty pattern: give a regular expression such as 'name=https?://\\S+'")
-    if len(pattern) > MAX_PATTERN_CHARS:
-        raise FeatureError(
-            f"pattern is {len(pattern)} characters; the limit is {MAX_PATTERN_CHARS}"
-        )
+def _checked_pattern(pattern: str) -> regex.Pattern:
+    """The user's pattern compiled by the one user-pattern check (``lstmscope.text.pattern``)."""
     try:
-        compiled = regex.compile(pattern)
-    except (regex.error, ValueError, OverflowError, RecursionError) as e:
-        raise FeatureError(f"bad regular expression {pattern[:60]!r}: {e}") from None
-    try:
-        matches_empty = compiled.fullmatch("", timeout=0.1) is not None
-    except TimeoutError:
-        matches_empty = False
-    if matches_empty:
-        raise FeatureError(
-            f"pattern {pattern[:60]!r} matches the empty string, so it would not mark any "
-            "characters; make it match at least one character (e.g. use + instead of *)"
-        )
-    return compiled
+        return compile_pattern(pattern)
+    except ValueError as e:
+        raise FeatureError(str(e)) from None
 
 
-def regex_feature(name: str, pattern: str, text: str, timeout: float = 1.0) -> np.ndarray:
+def regex_feature(
+    name: str, pattern: str, text: str, timeout: float = REGEX_TIMEOUT_S
+) -> np.ndarray:
     """Binary feature: True on characters inside any match of ``pattern`` in ``text``.
 
     Runs with the ``regex`` package's ``timeout`` (seconds for the whole scan), so a
     catastrophically backtracking pattern raises ``FeatureError`` instead of hanging a server
-    thread. Patterns longer than ``MAX_PATTERN_CHARS`` or matching the empty string are rejected.
+    thread. Patterns longer than ``MAX_PATTERN_LEN`` characters or matching the empty string
+    are rejected (:func:`lstmscope.text.pattern.compile_pattern`, the one user-pattern check).
     Zero-width matches inside the text (``\\b``, lookarounds) mark nothing.
     """
-    compiled = _compile_user_pattern(pattern)
+    compiled = _checked_pattern(pattern)
     flat: list[int] = []
     try:
         for m in compiled.finditer(text, timeout=timeout, concurrent=True):
@@ -488,7 +476,7 @@ def regex_feature(name: str, pattern: str, text: str, timeout: float = 1.0) -> n
     return _mask(len(text), flat)
 
 
-def parse_feature_spec(spec: str, timeout: float = 1.0) -> Feature:
+def parse_feature_spec(spec: str, timeout: float = REGEX_TIMEOUT_S) -> Feature:
     """Parse the CLI's ``--feature 'name=REGEX'`` into a binary ``Feature``.
 
     The name is a letter or ``_`` then letters, digits, ``_ . -`` (at most 64); it must not
@@ -507,7 +495,7 @@ def parse_feature_spec(spec: str, timeout: float = 1.0) -> Feature:
         )
     if name in FEATURES:
         raise FeatureError(f"feature name {name!r} is built in; choose another name")
-    _compile_user_pattern(pattern)  # fail now, at parse time, not on first use
+    _checked_pattern(pattern)  # fail now, at parse time, not on first use
     return Feature(
         name,
         f"inside a match of /{pattern}/",

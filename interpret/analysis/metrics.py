@@ -1,5 +1,6 @@
 """A neuron as a detector of a binary feature: exact scores from its column, and the histogram
-screen's scores with their error bounds. Pure numpy; no store, no I/O.
+screen's scores with their error bounds. Pure functions of arrays (numpy, with torch and numba
+loops where they are faster); no store, no I/O.
 
 The detector is ``sign * x``: for ``sign = +1`` high values predict "on", for ``-1`` low ones.
 Tied values are one threshold, as in scikit-learn (the tests compare to ~1e-12):

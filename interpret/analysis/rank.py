@@ -79,7 +79,7 @@ from lstmscope.analysis.features import FEATURES, Feature, FeatureError, compute
 from lstmscope.analysis.metrics import ap_from_hist, ap_hist_bounds, auroc_from_hist
 from lstmscope.analysis.rank_exact import exact_head
 from lstmscope.names import parse_neuron
-from lstmscope.store.reader import hist_edges, hist_lut
+from lstmscope.store.histograms import hist_edges, hist_lut
 
 log = logging.getLogger(__name__)
 

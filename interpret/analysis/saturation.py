@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from lstmscope.names import GATE_KINDS
-from lstmscope.store.reader import SAT_HIGH, SAT_LOW
+from lstmscope.store.layout import SAT_HIGH, SAT_LOW
 
 COLUMNS = ("neuron", "layer", "kind", "unit", "left", "right")
 

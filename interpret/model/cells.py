@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
+from lstmscope.names import GATES, KIND_NAMES, KINDS
 from torch import nn
 
-CELLS = ("lstm", "gru", "rnn")
-GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ("h",)}
+CELLS = tuple(KINDS)  # lstm, gru, rnn
 
 
 @dataclass(frozen=True)
@@ -185,16 +185,6 @@ def parameter_breakdown(model: CharRNN) -> list[dict]:
     Recurrent layers are split by gate (LSTM: input gate, forget gate, input block, output
     gate) and by what each gate reads: the layer input, the recurrent vector, or a bias.
     """
-    names = {
-        "i": "input gate",
-        "f": "forget gate",
-        "g": "input block",
-        "o": "output gate",
-        "r": "reset gate",
-        "z": "update gate",
-        "n": "new gate",
-        "h": "hidden",
-    }
     rows = [{"part": "embedding", "gate": "", "source": "", "count": model.embed.weight.numel()}]
     for li, layer in enumerate(model.layers):
         w_ih, w_hh, b_ih, b_hh = _weights(layer)
@@ -211,7 +201,7 @@ def parameter_breakdown(model: CharRNN) -> list[dict]:
                 rows.append(
                     {
                         "part": f"L{li}",
-                        "gate": names[gate],
+                        "gate": _gate_name(gate),
                         "source": source,
                         "count": tensor.numel(),
                     }
@@ -221,6 +211,11 @@ def parameter_breakdown(model: CharRNN) -> list[dict]:
     )
     rows.append({"part": "head", "gate": "", "source": "bias", "count": model.head.bias.numel()})
     return rows
+
+
+def _gate_name(gate: str) -> str:
+    """A block of weights in words: the gate's name, or ``hidden`` for the plain RNN's one block."""
+    return "hidden" if gate == "h" else KIND_NAMES[gate]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -6,10 +6,9 @@ two large matrix products over the whole chunk; only the LSTM cell state needs a
 and that loop is elementwise (one ``addcmul`` per step on a ``[B, H]`` slice).
 
 Arrays here are time-major: ``[T, B, H]`` (position in the chunk, stream, unit). The text is read
-as ``B`` streams in parallel (``plan_streams``), each stream a queue of *runs*: contiguous spans
-that start from a zero state (a document start, or a cut made so streams are equally long).
-``run_plan`` drives the model over a plan chunk by chunk, carrying state between chunks, so memory
-is bounded by one chunk whatever the text length.
+as ``B`` streams in parallel, each a queue of runs that start from a zero state (the plan:
+``lstmscope.model.plan``). ``run_plan`` drives the model over a plan chunk by chunk, carrying
+state between chunks, so memory is bounded by one chunk whatever the text length.
 
 On CPU the LSTM and GRU take another road to the same numbers (``_lstm_steps``/``_gru_steps``):
 our own loop over time that writes each gate where it is computed. There the fused kernel is a
@@ -17,24 +16,19 @@ loop of small products too, and rebuilding the gates afterwards doubles the matr
 measured on one core (2x256, B=32), the loop is 1.6x faster than kernel plus rebuild, and even
 faster than the bare kernel. On an accelerator the per-step launches would dominate, so there the
 kernel and the rebuild stay. Both are tested against the same step-by-step reference.
-
-``stream_divergence`` measures what reading in streams costs: how far activations at a given
-distance from a stream's start are from the exact single-pass reading.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from lstmscope.model.cells import CharRNN, RecurrentLayer
+from lstmscope.model.plan import StreamPlan, chunk_inputs, plan_streams
 from lstmscope.names import KINDS
 
 log = logging.getLogger(__name__)
@@ -142,7 +136,7 @@ def trace_layer(
     h = h_bt.transpose(0, 1)  # [T, B, H]
     if not h.is_contiguous():
         h = h.contiguous()
-    cell, H = layer.cell, layer.hidden_size
+    cell = layer.cell
     want = set(kinds)
     if layer.output == "c":
         want.add("c")
@@ -152,38 +146,51 @@ def trace_layer(
     if cell == "rnn" or not (want - {"h"}):
         return acts, h, new_state
 
-    w_ih, w_hh = layer.rnn.weight_ih_l0, layer.rnn.weight_hh_l0
-    b_ih, b_hh = layer.rnn.bias_ih_l0, layer.rnn.bias_hh_l0
-    h0 = (state[0] if cell == "lstm" else state)[0]  # [B, H]
-    G = w_ih.shape[0]  # gates * H
-    x2 = x.reshape(T * B, x.shape[2])
-
     buf = _buffers(workspace, x)
-
+    x2 = x.reshape(T * B, x.shape[2])
     if cell == "lstm":
-        # pre = x W_ih^T + h_{t-1} W_hh^T + b: one product over all T*B rows, one over T-1 rows
-        # of the kernel's own h (shifted by one), one [B, H] product for the initial state.
-        pre = buf("pre", (T, B, G))
-        torch.addmm(b_ih + b_hh, x2, w_ih.t(), out=pre.view(T * B, G))
-        if T > 1:
-            pre[1:].view((T - 1) * B, G).addmm_(h[:-1].reshape((T - 1) * B, H), w_hh.t())
-        pre[0].addmm_(h0, w_hh.t())
-        i, f, g, o = pre.split(H, dim=2)
-        torch.sigmoid_(pre[:, :, : 2 * H])
-        torch.tanh_(g)
-        torch.sigmoid_(o)
-        if "c" in want:
-            c = torch.mul(i, g, out=buf("c", (T, B, H)))  # [T, B, H], becomes c in place
-            acts["c"] = c_recurrence_(c, f, state[1][0])
-        for name, t in (("i", i), ("f", f), ("g", g), ("o", o)):
-            if name in want:
-                acts[name] = t
+        acts.update(_rebuild_lstm(layer.rnn, x2, h, state[0][0], state[1][0], want, buf))
         out = acts["c"] if layer.output == "c" else h
         return acts, out, new_state
+    acts.update(_rebuild_gru(layer.rnn, x2, h, state[0], want, buf))
+    return acts, h, new_state
 
-    # GRU: r and z come from the sum of both products; n needs the recurrent part alone.
+
+def _rebuild_lstm(rnn, x2, h, h0, c0, want: set[str], buf) -> dict[str, torch.Tensor]:
+    """The LSTM's gates (and c) in ``want``, from its input ``x2`` ``[T*B, In]``, the kernel's
+    ``h`` ``[T, B, H]`` and the initial state ``h0``, ``c0`` ``[B, H]``."""
+    T, B, H = h.shape
+    w_ih, w_hh = rnn.weight_ih_l0, rnn.weight_hh_l0
+    G = w_ih.shape[0]  # gates * H
+    # pre = x W_ih^T + h_{t-1} W_hh^T + b: one product over all T*B rows, one over T-1 rows
+    # of the kernel's own h (shifted by one), one [B, H] product for the initial state.
+    pre = buf("pre", (T, B, G))
+    torch.addmm(rnn.bias_ih_l0 + rnn.bias_hh_l0, x2, w_ih.t(), out=pre.view(T * B, G))
+    if T > 1:
+        pre[1:].view((T - 1) * B, G).addmm_(h[:-1].reshape((T - 1) * B, H), w_hh.t())
+    pre[0].addmm_(h0, w_hh.t())
+    i, f, g, o = pre.split(H, dim=2)
+    torch.sigmoid_(pre[:, :, : 2 * H])
+    torch.tanh_(g)
+    torch.sigmoid_(o)
+    acts: dict[str, torch.Tensor] = {}
+    if "c" in want:
+        c = torch.mul(i, g, out=buf("c", (T, B, H)))  # [T, B, H], becomes c in place
+        acts["c"] = c_recurrence_(c, f, c0)
+    for name, t in (("i", i), ("f", f), ("g", g), ("o", o)):
+        if name in want:
+            acts[name] = t
+    return acts
+
+
+def _rebuild_gru(rnn, x2, h, h0, want: set[str], buf) -> dict[str, torch.Tensor]:
+    """The GRU's gates in ``want``, as :func:`_rebuild_lstm` does for the LSTM."""
+    T, B, H = h.shape
+    w_ih, w_hh, b_hh = rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_hh_l0
+    G = w_ih.shape[0]  # gates * H
+    # r and z come from the sum of both products; n needs the recurrent part alone.
     gi = buf("pre", (T, B, G))
-    torch.addmm(b_ih, x2, w_ih.t(), out=gi.view(T * B, G))
+    torch.addmm(rnn.bias_ih_l0, x2, w_ih.t(), out=gi.view(T * B, G))
     gh = buf("gh", (T, B, G))
     if T > 1:
         torch.addmm(b_hh, h[:-1].reshape((T - 1) * B, H), w_hh.t(), out=gh[1:].view((T - 1) * B, G))
@@ -193,10 +200,7 @@ def trace_layer(
     r = torch.sigmoid_(ir.add_(hr))
     z = torch.sigmoid_(iz.add_(hz))
     n = torch.tanh_(in_.addcmul_(r, hn))
-    for name, t in (("r", r), ("z", z), ("n", n)):
-        if name in want:
-            acts[name] = t
-    return acts, h, new_state
+    return {name: t for name, t in (("r", r), ("z", z), ("n", n)) if name in want}
 
 
 def _lstm_steps(
@@ -363,122 +367,6 @@ def trace_chunk(
 
 
 # ----------------------------------------------------------------------------------------------
-# Streams: which part of the text each batch row reads in each chunk
-
-
-@dataclass(frozen=True)
-class StreamPlan:
-    """How a text of ``n`` characters is read as ``streams`` rows of ``chunk_len`` positions.
-
-    ``runs`` ``[R, 2]`` are the spans that start from a zero state. For chunk ``k`` and row ``b``:
-    ``start[k, b]`` is the first text position read (``-1`` when the row is idle), ``length`` how
-    many positions are real (the rest is padding), ``offset`` the distance from the run's start to
-    ``start`` (0 means the state is reset before this chunk), ``run_stop`` the end of that run.
-    """
-
-    n: int
-    streams: int
-    chunk_len: int
-    warmup: int
-    runs: np.ndarray  # [R, 2] int64
-    start: np.ndarray  # [K, B] int64
-    length: np.ndarray  # [K, B] int64
-    offset: np.ndarray  # [K, B] int64
-    run_stop: np.ndarray  # [K, B] int64
-
-    @property
-    def chunks(self) -> int:
-        return self.start.shape[0]
-
-    def cold(self) -> np.ndarray:
-        """``[n]`` bool: the first ``warmup`` positions of every run."""
-        cold = np.zeros(self.n, dtype=bool)
-        for a, b in self.runs:
-            cold[a : min(b, a + self.warmup)] = True
-        return cold
-
-    def distance(self) -> np.ndarray:
-        """``[n]`` int64: how many characters each position is from its run's start."""
-        d = np.arange(self.n, dtype=np.int64)
-        starts = np.zeros(self.n, dtype=np.int64)
-        starts[self.runs[:, 0]] = self.runs[:, 0]
-        np.maximum.accumulate(starts, out=starts)
-        return d - starts
-
-
-def run_edges(n: int, documents: Sequence[tuple[int, int]] | None) -> np.ndarray:
-    """``[E]`` sorted positions where a run must start (0, every document start) and ``n``."""
-    starts = np.zeros(0, dtype=np.int64)
-    if documents is not None:
-        docs = np.asarray(documents, dtype=np.int64).reshape(-1, 2)
-        bad = ~((docs[:, 0] >= 0) & (docs[:, 0] <= docs[:, 1]) & (docs[:, 1] <= n))
-        if bad.any():
-            a, b = docs[np.argmax(bad)].tolist()
-            raise ValueError(f"document ({a}, {b}) lies outside the text of {n} characters")
-        starts = docs[:, 0]
-    return np.unique(np.concatenate([[0, n], starts]).astype(np.int64))
-
-
-def cut_runs(edges: np.ndarray, n: int, streams: int) -> np.ndarray:
-    """``[R, 2]`` (start, stop) of the runs between ``edges`` (:func:`run_edges`) for
-    ``streams`` rows, in text order. A segment much longer than a stream's share is cut into
-    equal pieces, so that the rows finish together; each piece starts cold. Vectorised: choosing
-    the stream count tries every count over tens of thousands of documents."""
-    target = max(1, -(-n // streams))
-    a, seg_len = edges[:-1], np.diff(edges)
-    keep = seg_len > 0
-    a, seg_len = a[keep], seg_len[keep]
-    pieces = -(-seg_len // target)  # ceil; <= the segment's length, so no piece is empty
-    seg = np.repeat(np.arange(len(seg_len)), pieces)
-    j = np.arange(len(seg)) - (np.cumsum(pieces) - pieces)[seg]
-    L, p = seg_len[seg], pieces[seg]
-    return np.stack([a[seg] + L * j // p, a[seg] + L * (j + 1) // p], axis=1).astype(np.int64)
-
-
-def plan_streams(
-    n: int,
-    streams: int,
-    chunk_len: int,
-    warmup: int = 0,
-    documents: Sequence[tuple[int, int]] | None = None,
-) -> StreamPlan:
-    """Split ``n`` positions into runs and lay them out over ``streams`` rows.
-
-    Without documents the text is cut into ``streams`` equal contiguous runs (one run when
-    ``streams == 1``: the exact single pass). With documents, state is reset at every document
-    start and documents longer than ``n / streams`` are cut. Runs go to the least loaded row,
-    longest first, and each row reads its runs in text order.
-    """
-    if n < 1:
-        raise ValueError("nothing to read: the text is empty")
-    if streams < 1 or chunk_len < 1 or warmup < 0:
-        raise ValueError("streams and chunk_len must be at least 1, warmup at least 0")
-    runs = cut_runs(run_edges(n, documents), n, streams)
-    chunks_of = -(-(runs[:, 1] - runs[:, 0]) // chunk_len)  # ceil
-    rows: list[list[int]] = [[] for _ in range(min(streams, len(runs)))]
-    heap = [(0, b) for b in range(len(rows))]
-    for r in sorted(range(len(runs)), key=lambda r: (-chunks_of[r], r)):
-        load, b = heapq.heappop(heap)
-        rows[b].append(r)
-        heapq.heappush(heap, (load + int(chunks_of[r]), b))
-    K = max(sum(int(chunks_of[r]) for r in row) for row in rows)
-    B = len(rows)
-    start = np.full((K, B), -1, dtype=np.int64)
-    length = np.zeros((K, B), dtype=np.int64)
-    offset = np.zeros((K, B), dtype=np.int64)
-    run_stop = np.zeros((K, B), dtype=np.int64)
-    for b, row in enumerate(rows):
-        k = 0
-        for r in sorted(row, key=lambda r: runs[r, 0]):
-            a, e = int(runs[r, 0]), int(runs[r, 1])
-            for p in range(a, e, chunk_len):
-                start[k, b], length[k, b] = p, min(chunk_len, e - p)
-                offset[k, b], run_stop[k, b] = p - a, e
-                k += 1
-    return StreamPlan(n, B, chunk_len, warmup, runs, start, length, offset, run_stop)
-
-
-# ----------------------------------------------------------------------------------------------
 # Driving the model over a plan
 
 
@@ -505,19 +393,6 @@ def reset_rows(state: list, keep: torch.Tensor) -> list:
         else:
             out.append(s * keep)
     return out
-
-
-def chunk_inputs(plan: StreamPlan, k: int, ids: np.ndarray):
-    """ids ``[T, B]``, next-character ids ``[T, B]`` and whether each has a target (same run)."""
-    T = plan.chunk_len
-    start, length, stop = plan.start[k], plan.length[k], plan.run_stop[k]
-    t = np.arange(T)[:, None]  # [T, 1]
-    pos = start[None, :] + t  # [T, B]
-    real = t < length[None, :]
-    x = np.where(real, ids[np.clip(pos, 0, plan.n - 1)], 0)
-    has_next = real & (pos + 1 < stop[None, :])
-    y = np.where(has_next, ids[np.clip(pos + 1, 0, plan.n - 1)], 0)
-    return x, y, has_next
 
 
 def predictions(logits: torch.Tensor, y, has_next):
@@ -603,7 +478,7 @@ def trace_ids(
     """Every asked-for activation of a (short) text in memory: ``{"L0.c": [N, H] float32}``.
 
     ``streams=1`` (the default) is the exact single pass. Also returns ``"loss"`` ``[N]`` bits
-    (NaN at run starts). For long texts use ``lstmscope.store.record``, which writes to disk.
+    (NaN at run starts). For long texts use ``lstmscope.store.recorder``, which writes to disk.
     """
     ids = np.asarray(ids, dtype=np.int64)
     n = len(ids)
@@ -624,128 +499,3 @@ def trace_ids(
             loss[p + 1 : q] = res.loss[: q - p - 1, b].cpu().numpy()
     out["loss"] = loss
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# What streaming costs
-
-
-DEFAULT_BUCKETS = (0, 10, 30, 100, 300, 1000, 3000, 10000)
-
-
-def stream_divergence(
-    model,
-    ids: np.ndarray | Sequence[int] | str,
-    streams: int,
-    *,
-    buckets: Sequence[int] = DEFAULT_BUCKETS,
-    layers: Sequence[int] | None = None,
-    kinds: Sequence[str] | None = None,
-    chunk_len: int = 256,
-    device: torch.device | str | None = None,
-):
-    """How far a ``streams``-stream reading is from the exact single pass, by distance.
-
-    Returns a ``pandas.DataFrame`` with one row per (layer, kind, distance bucket): ``lo``, ``hi``
-    (distance from the stream's start, in characters), ``count`` (positions x units), ``max``,
-    ``p99`` and ``median`` of ``|streamed - single pass|``, ``scale`` (std of the single-pass
-    values of that kind, so the differences can be read relative to it) and ``frac_gt_1pct``
-    (fraction of values off by more than 1% of ``scale``). The single pass is kept in a
-    temporary float32 file, so memory stays bounded whatever the text length.
-
-    ``model`` is a ``CharRNN`` or a ``LoadedModel``; with a ``LoadedModel``, ``ids`` may be the
-    text itself.
-    """
-    import pandas as pd
-
-    if not isinstance(model, CharRNN):  # a LoadedModel
-        if isinstance(ids, str):
-            ids = model.vocab.encode(ids)
-        model = model.model
-    ids = np.asarray(ids, dtype=np.int64)
-    n = len(ids)
-    layers, kinds = check_selection(model, layers, kinds)
-    H = model.config.hidden_size
-    edges = np.asarray([*buckets, np.iinfo(np.int64).max], dtype=np.int64)
-    nb = len(edges) - 1
-    # |diff| histogram on a log grid: 1e-9 .. 1e4, 20 bins per decade, for median and p99.
-    log_edges = np.concatenate([[0.0], np.logspace(-9, 4, 13 * 20 + 1), [np.inf]])
-    nbins = len(log_edges) - 1
-    names = [(li, k) for li in layers for k in kinds]
-    acc = {
-        key: {
-            "hist": np.zeros((nb, len(log_edges) - 1), dtype=np.int64),
-            "max": np.zeros(nb),
-            "sum": 0.0,
-            "sum2": 0.0,
-            "count": 0,
-        }
-        for key in names
-    }
-    with tempfile.TemporaryDirectory(prefix="lstmscope-div-") as tmp:
-        ref = {
-            key: np.lib.format.open_memmap(
-                Path(tmp) / f"L{key[0]}.{key[1]}.npy", "w+", np.float32, (n, H)
-            )
-            for key in names
-        }
-        single = plan_streams(n, 1, max(chunk_len, 1024))
-        for res in run_plan(model, ids, single, layers=layers, kinds=kinds, device=device):
-            p, m = int(single.start[res.k, 0]), int(single.length[res.k, 0])
-            for key, v in res.acts.items():
-                a = v[:m, 0].float().cpu().numpy()
-                ref[key][p : p + m] = a
-                acc[key]["sum"] += float(a.sum(dtype=np.float64))
-                acc[key]["sum2"] += float(np.square(a, dtype=np.float64).sum())
-                acc[key]["count"] += a.size
-        plan = plan_streams(n, streams, chunk_len)
-        for res in run_plan(model, ids, plan, layers=layers, kinds=kinds, device=device):
-            for b in range(plan.streams):
-                p, m = int(plan.start[res.k, b]), int(plan.length[res.k, b])
-                if m == 0:
-                    continue
-                d0 = int(plan.offset[res.k, b])
-                dist = d0 + np.arange(m)
-                bucket = np.searchsorted(edges, dist, side="right") - 1  # [m]
-                for key, v in res.acts.items():
-                    diff = np.abs(v[:m, b].float().cpu().numpy() - ref[key][p : p + m])  # [m, H]
-                    a = acc[key]
-                    # bin of |diff| on the log grid: 0 below 1e-9, then 20 per decade
-                    with np.errstate(divide="ignore"):
-                        lb = np.floor((np.log10(diff) + 9.0) * 20.0) + 1
-                    lb = np.clip(np.nan_to_num(lb, nan=0.0, neginf=0.0), 0, nbins - 1)
-                    lb = lb.astype(np.int64)
-                    for j in np.unique(bucket):
-                        rows = bucket == j
-                        a["max"][j] = max(a["max"][j], float(diff[rows].max()))
-                        a["hist"][j] += np.bincount(lb[rows].ravel(), minlength=nbins)
-    rows = []
-    mids = np.sqrt(log_edges[1:-2] * log_edges[2:-1])
-    mids = np.concatenate([[0.0], mids, [log_edges[-2]]])
-    for (li, kind), a in acc.items():
-        mean = a["sum"] / max(a["count"], 1)
-        scale = math.sqrt(max(a["sum2"] / max(a["count"], 1) - mean * mean, 0.0))
-        for j in range(nb):
-            h = a["hist"][j]
-            total = int(h.sum())
-            if total == 0:
-                continue
-            cum = np.cumsum(h)
-            med = float(mids[np.searchsorted(cum, 0.5 * total)])
-            p99 = float(mids[np.searchsorted(cum, 0.99 * total)])
-            gt = float(h[log_edges[1:] > 0.01 * scale].sum()) / total if scale > 0 else 0.0
-            rows.append(
-                {
-                    "layer": li,
-                    "kind": kind,
-                    "lo": int(edges[j]),
-                    "hi": int(edges[j + 1]) if j + 1 < nb else None,
-                    "count": total,
-                    "max": float(a["max"][j]),
-                    "p99": p99,
-                    "median": med,
-                    "scale": scale,
-                    "frac_gt_1pct": gt,
-                }
-            )
-    return pd.DataFrame(rows)

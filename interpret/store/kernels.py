@@ -7,7 +7,7 @@ one over blocks of rows and neurons for the histogram, whose counts then stay in
 2.8x less CPU per character for the 2x256 demo model and a 3x512 (benchmarks/
 record_throughput.py, "statistics alone"). They also release the GIL, so the statistics thread
 runs beside the trace instead of taking turns with it. On an accelerator the torch code in
-``record.KindStats`` is used instead.
+``lstmscope.store.stats.KindStats`` is used instead.
 
 A NaN makes the neuron's moments, min and max NaN (as on the torch road); it never enters the
 top/bottom k, which torch's ``topk`` would put first.

@@ -1,30 +1,18 @@
-"""The activation store: a directory of memory-mapped arrays. The only code that knows its layout.
+"""Reading an activation store: ``ActivationStore`` opens one, checks it and serves its arrays.
 
-::
+Opening reads ``meta.json`` and the ``.npy`` headers only, and refuses a store that is
+incomplete (recording was interrupted), damaged or of a newer format, saying what to do. The
+files and their dtypes are listed in ``lstmscope.store.layout``; ``lstmscope.store.recorder``
+writes them.
 
-    STORE/
-      meta.json                 written last, atomically: without it the store is incomplete
-      text.txt                  UTF-8, exactly what was recorded (N = len(text) characters)
-      ids.npy                   int32 [N]       vocabulary ids (0 = a character unseen in training)
-      cold.npy                  bool  [N]       the first `warmup` positions of every run
-      runs.npy                  int64 [R, 2]    (start, stop) of the runs, each read from a zero state
-      blocks.npy                int64 [K + 1]   first position of each block of the encoding, then N
-      documents.npy             int64 [D, 2]    (start, stop) of each document, when given
-      acts/L{layer}.{kind}.npy        int16 [N, H]       codes, time-major, one file per layer and kind
-      acts/L{layer}.{kind}.scale.npy  float32 [K, 2, H]  per block and unit: centre, scale
-      stats/L{layer}.{kind}.npz       per-neuron moments, quantiles, top/bottom positions
-      stats/L{layer}.{kind}.hist.npy  int64 [H, bins] histogram counts (edges: hist_edges(kind))
-      pred/loss.npy             float32 [N]     bits, -log2 p(text[t] | text[:t]); NaN at run starts
-      pred/top_ids.npy          int32 [N, 5]    the model's top 5 for the character AFTER t
-      pred/top_prob.npy         float16 [N, 5]
-
-Activations are stored in a 16-bit block code (``lstmscope.store.encoding``: each block of positions
-coded per unit relative to its own range; a decoded value is within ``7.8e-6`` of the unit's
-range over the store plus ``6e-8`` of its magnitude (float32 rounding) plus ``6e-39``
+Activations are stored in a 16-bit block code (``lstmscope.store.encoding``: each block of
+positions coded per unit relative to its own range; a decoded value is within ``7.8e-6`` of the
+unit's range over the store plus ``6e-8`` of its magnitude (float32 rounding) plus ``6e-39``
 (``encoding.error_bound``), where float16 lost 5e-4 of the range on counter cells); ``array``,
 ``neuron`` and ``window`` return float32 whatever the encoding. Statistics (``stats/``) are of
-the float32 values (format 1 stores hold min, max and top/bottom values rounded to float16). Format 1 stores (``acts/L*.npy`` float16, no ``runs.npy``, ``blocks.npy`` or
-``.scale.npy``) still open and read the same way.
+the float32 values (format 1 stores hold min, max and top/bottom values rounded to float16).
+Format 1 stores (``acts/L*.npy`` float16, no ``runs.npy``, ``blocks.npy`` or ``.scale.npy``)
+still open and read the same way.
 
 The histogram grid of the statistics is in ``lstmscope.store.histograms``.
 """
@@ -47,27 +35,38 @@ from lstmscope.store.encoding import (
     DecodedArray,
     Float16Array,
 )
-from lstmscope.store.histograms import (  # noqa: F401  (re-exported: part of the store's format)
-    F16_MAX,
-    bin_index,
-    hist_edges,
-    hist_family,
-    hist_lut,
-    hist_quantiles,
-    histogram,
+from lstmscope.store.histograms import hist_edges, histogram
+from lstmscope.store.layout import (
+    ACTS,
+    ARRAY_DTYPES,
+    BLOCKS,
+    COLD,
+    DOCUMENTS,
+    DTYPES,
+    FORMAT,
+    IDS,
+    JOB,
+    LOSS,
+    META,
+    PRED_FILES,
+    PROGRESS,
+    QUANTILE_NAMES,
+    QUANTILES,
+    RUNS,
+    TEXT,
+    TOP_IDS,
+    TOP_K,
+    TOP_PROB,
+    VERSION,
+    act_path,
+    hist_path,
+    param_path,
+    stats_path,
 )
 from lstmscope.text.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
-FORMAT = "lstmscope-store"
-VERSION = 2  # what record writes
-DTYPES = {1: "float16", 2: "q16"}  # meta.json "dtype" of each format version this one reads
-DTYPE = DTYPES[VERSION]
-TOP_K = 50  # top and bottom positions kept per neuron
-QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-QUANTILE_NAMES = tuple(f"q{round(q * 100):02d}" for q in QUANTILES)
-SAT_LOW, SAT_HIGH = 0.1, 0.9  # a gate value below/above counts as saturated (Karpathy et al.)
 INCOMPLETE = (
     "incomplete store: recording was interrupted; rerun the same `lstmscope record` command "
     "to resume"
@@ -78,35 +77,6 @@ DAMAGED = (
     "the store was changed or damaged after recording: record it again "
     "(`lstmscope record ... --force`)"
 )
-
-# ----------------------------------------------------------------------------------------------
-# Layout
-
-
-RUNS, BLOCKS = "runs.npy", "blocks.npy"  # format 2
-
-
-def act_path(root: Path, layer: int, kind: str) -> Path:
-    return Path(root) / "acts" / f"L{layer}.{kind}.npy"
-
-
-def param_path(root: Path, layer: int, kind: str) -> Path:
-    return Path(root) / "acts" / f"L{layer}.{kind}.scale.npy"
-
-
-def stats_path(root: Path, layer: int, kind: str) -> Path:
-    return Path(root) / "stats" / f"L{layer}.{kind}.npz"
-
-
-def hist_path(root: Path, layer: int, kind: str) -> Path:
-    return Path(root) / "stats" / f"L{layer}.{kind}.hist.npy"
-
-
-PRED_FILES = {  # name -> (dtype, trailing shape)
-    "pred/loss.npy": ("float32", ()),
-    "pred/top_ids.npy": ("int32", (5,)),
-    "pred/top_prob.npy": ("float16", (5,)),
-}
 
 # ----------------------------------------------------------------------------------------------
 # Reading .npy headers without reading data
@@ -165,11 +135,11 @@ def _read_meta(root: Path) -> dict:
         raise StoreError(f"{root}: no such store")
     if not root.is_dir():
         raise StoreError(f"{root}: a store is a directory, this is a file")
-    meta_file = root / "meta.json"
+    meta_file = root / META
     if meta_file.exists() and not meta_file.is_file():
         raise StoreError(f"{meta_file}: a folder, not a file; {DAMAGED}")
     if not meta_file.is_file():
-        if any((root / p).exists() for p in ("record.json", "progress", "acts", "ids.npy")):
+        if any((root / p).exists() for p in (JOB, PROGRESS, ACTS, IDS)):
             raise StoreError(f"{root}: {INCOMPLETE}")
         raise StoreError(
             f"{root}: not an activation store (no meta.json); make one with `lstmscope record`"
@@ -205,7 +175,7 @@ def _validate_meta(root: Path, meta: dict) -> None:
 
     Each refusal ends with what to do (``DAMAGED``): a meta.json that lies was edited or damaged.
     """
-    where = root / "meta.json"
+    where = root / META
 
     def bad(problem: str) -> StoreError:
         return StoreError(f"{where}: {problem}; {DAMAGED}")
@@ -282,14 +252,14 @@ class ActivationStore:
 
     def _check_files(self) -> None:
         n, H = self.n, self.hidden_size
-        check_npy(self.path / "ids.npy", (n,), np.int32)
-        check_npy(self.path / "cold.npy", (n,), np.bool_)
+        check_npy(self.path / IDS, (n,), ARRAY_DTYPES[IDS])
+        check_npy(self.path / COLD, (n,), ARRAY_DTYPES[COLD])
         for name, (dtype, tail) in PRED_FILES.items():
             check_npy(self.path / name, (n, *tail), dtype)
         coded = self.meta["version"] >= 2
         if coded:
-            check_npy(self.path / RUNS, (self.meta["runs"], 2), np.int64)
-            check_npy(self.path / BLOCKS, (self.meta["blocks"] + 1,), np.int64)
+            check_npy(self.path / RUNS, (self.meta["runs"], 2), ARRAY_DTYPES[RUNS])
+            check_npy(self.path / BLOCKS, (self.meta["blocks"] + 1,), ARRAY_DTYPES[BLOCKS])
         for li in self.layers:
             for kind in self.kinds:
                 if coded:
@@ -302,7 +272,7 @@ class ActivationStore:
                 check_npy(hist_path(self.path, li, kind), (H, nb), np.int64)
                 if not stats_path(self.path, li, kind).is_file():
                     raise StoreError(f"{stats_path(self.path, li, kind)}: missing; {DAMAGED}")
-        text = self.path / "text.txt"
+        text = self.path / TEXT
         if not text.is_file():
             raise StoreError(f"{text}: missing; {DAMAGED}")
         # UTF-8 spends 1 to 4 bytes a character: a size outside [n, 4n] cannot hold n of them.
@@ -312,7 +282,7 @@ class ActivationStore:
                 f"{text}: {size} bytes cannot hold the {n} characters meta.json says; {DAMAGED}"
             )
         if self.meta.get("documents") is not None:
-            check_npy(self.path / "documents.npy", (self.meta["documents"], 2), np.int64)
+            check_npy(self.path / DOCUMENTS, (self.meta["documents"], 2), ARRAY_DTYPES[DOCUMENTS])
 
     def __repr__(self) -> str:
         return (
@@ -329,7 +299,7 @@ class ActivationStore:
     @property
     def text(self) -> str:
         if self._text is None:
-            path = self.path / "text.txt"
+            path = self.path / TEXT
             try:
                 text = path.read_bytes().decode("utf-8", errors="surrogatepass")
             except UnicodeDecodeError as e:
@@ -354,30 +324,30 @@ class ActivationStore:
 
     @property
     def ids(self) -> np.ndarray:
-        return self._load("ids.npy")  # [N] int32
+        return self._load(IDS)  # [N] int32
 
     @property
     def cold(self) -> np.ndarray:
-        return self._load("cold.npy")  # [N] bool
+        return self._load(COLD)  # [N] bool
 
     @property
     def loss(self) -> np.ndarray:
-        return self._load("pred/loss.npy")  # [N] float32 bits
+        return self._load(LOSS)  # [N] float32 bits
 
     @property
     def top_ids(self) -> np.ndarray:
-        return self._load("pred/top_ids.npy")  # [N, 5]
+        return self._load(TOP_IDS)  # [N, 5]
 
     @property
     def top_prob(self) -> np.ndarray:
-        return self._load("pred/top_prob.npy")  # [N, 5]
+        return self._load(TOP_PROB)  # [N, 5]
 
     @property
     def documents(self) -> np.ndarray | None:
         """``[D, 2]`` (start, stop) per document, or None when the text was one piece."""
         if self.meta.get("documents") is None:
             return None
-        path = self.path / "documents.npy"
+        path = self.path / DOCUMENTS
         docs = np.load(path)  # [D, 2]; shape and dtype were checked at open
         if len(docs) and (
             (docs[:, 0] < 0).any() or (docs[:, 1] > self.n).any() or (docs[:, 1] < docs[:, 0]).any()
@@ -392,7 +362,7 @@ class ActivationStore:
         ids = self.top_ids[pos]
         if ((ids < 0) | (ids >= len(chars))).any():
             raise StoreError(
-                f"{self.path / 'pred/top_ids.npy'}: ids {ids.tolist()} at position {pos} are "
+                f"{self.path / TOP_IDS}: ids {ids.tolist()} at position {pos} are "
                 f"outside the vocab of {len(chars)}; {DAMAGED}"
             )
         return [(chars[int(i)], float(p)) for i, p in zip(ids, self.top_prob[pos], strict=True)]
@@ -482,16 +452,6 @@ class ActivationStore:
         nrn = self.resolve(neuron)
         return self.array(nrn.layer, nrn.kind)[:, nrn.unit]
 
-    def show(self, neurons, start: int = 0, stop: int | None = None, **kw):
-        """In a notebook: the text coloured by ``neurons`` over ``[start, stop)`` (default 2,000
-        characters). Returns a ``NeuronView``; ``.save(path)`` writes it as standalone HTML.
-        Keywords go to ``NeuronView`` (``colormap``, ``tooltips``, ``wrap``)."""
-        from lstmscope.export.text import NeuronView  # export imports the store: import here
-
-        for nid in [neurons] if isinstance(neurons, str) else neurons:
-            self.resolve(nid)  # a wrong id fails here, with what is valid, not at display
-        return NeuronView(self, neurons, start, stop, **kw)
-
     def window(self, start: int, stop: int, neurons) -> np.ndarray:
         """float32 ``[stop - start, len(neurons)]``; ``stop`` is clipped to N like a slice."""
         start, stop = int(start), int(stop)
@@ -542,7 +502,7 @@ class ActivationStore:
                 raise StoreError(
                     f"{path}: '{key}' has shape {out[key].shape}, expected {shape}; {DAMAGED}"
                 )
-        out["hist_counts"] = self._load(f"stats/L{layer}.{kind}.hist.npy")
+        out["hist_counts"] = self._load(hist_path(Path(), layer, kind).as_posix())
         out["hist_edges"] = hist_edges(kind)
         return out
 
@@ -584,7 +544,8 @@ class ActivationStore:
         nrn = self.resolve(neuron)
         edges = hist_edges(nrn.kind)
         if rows is None:
-            counts = np.asarray(self._load(f"stats/L{nrn.layer}.{nrn.kind}.hist.npy")[nrn.unit])
+            hist = self._load(hist_path(Path(), nrn.layer, nrn.kind).as_posix())
+            counts = np.asarray(hist[nrn.unit])
             return counts, edges
         rows = np.asarray(rows)
         rows = rows.nonzero()[0] if rows.dtype == bool else rows

@@ -10,7 +10,7 @@ half of its positions warm (:data:`MIN_WARM`) or it is not written:
   speed), then a shorter warm-up when even one stream is too cold (short documents);
 - values the caller gave are kept, or refused with a message naming values that work.
 
-Pure functions of the text's length and document spans: :func:`lstmscope.store.record.record` calls
+Pure functions of the text's length and document spans: :func:`lstmscope.store.recorder.record` calls
 :func:`choose_streams` before it writes anything.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from lstmscope.errors import StoreError
-from lstmscope.model.trace import cut_runs, run_edges
+from lstmscope.model.plan import cut_runs, run_edges
 
 log = logging.getLogger(__name__)
 

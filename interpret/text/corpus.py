@@ -433,3 +433,38 @@ def load_text(specs: list[str] | str, split: str = "train") -> TextSource:
     report = read_documents(specs)
     text, spans = join_documents(report.documents)
     return TextSource(text, tuple(spans), ", ".join(specs))
+
+
+def load_train_val(data: list[str], val_data: list[str] | None) -> tuple[TextSource, str, str]:
+    """(train source, train text, validation text) for training on ``data``.
+
+    Validation comes from ``val_data``, else a corpus folder's val split, else the last 5%.
+    """
+    train_src = load_text(data, "train")
+    if val_data:
+        return train_src, train_src.text, load_text(val_data, "val").text
+    if len(data) == 1 and (Path(data[0]) / "manifest.json").is_file():
+        return train_src, train_src.text, load_text(data, "val").text
+    cut = int(len(train_src.text) * 0.95)
+    return train_src, train_src.text[:cut], train_src.text[cut:]
+
+
+def load_record_text(
+    data: list[str], split: str, max_chars: int = 0
+) -> tuple[str, list[tuple[int, int]]]:
+    """The text to record and its document spans: a corpus folder's ``split`` (or the files
+    given), cut to its first ``max_chars`` characters when set."""
+    src = load_text(data, split)
+    text, docs = src.text, list(src.documents)
+    if not text and len(data) == 1 and (Path(data[0]) / "manifest.json").is_file():
+        other = "train" if split == "val" else "val"
+        raise CorpusError(
+            f"nothing to record: the {split} split of {data[0]} is empty"
+            + (" (a corpus built only to be recorded keeps everything in train)"
+               if split == "val" else "")
+            + f"; pass --split {other}"
+        )  # fmt: skip
+    if max_chars and len(text) > max_chars:
+        text = text[:max_chars]
+        docs = [(a, min(b, max_chars)) for a, b in docs if a < max_chars]
+    return text, docs

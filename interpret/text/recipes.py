@@ -176,6 +176,11 @@ def demo_mix(**_) -> list[Document]:
     return python_stdlib() + wiki() + python_docs()
 
 
+def corpus_group(name: str) -> str:
+    """Which corpus a document of the demo mix came from, by its name."""
+    return name.split(":", 1)[0] if name.startswith(("wiki:", "pydoc:")) else "python"
+
+
 def demo_view(**_) -> list[Document]:
     """What ``make demo`` records: held-out documents of the demo mix (never trained on),
     Python code and URL-rich Wikipedia prose interleaved, ~300k characters."""
@@ -185,7 +190,7 @@ def demo_view(**_) -> list[Document]:
     budget = {"python": 170_000, "wiki": 110_000, "pydoc": 20_000}
     groups: dict[str, list[Document]] = {g: [] for g in budget}
     for d in val:
-        g = d.name.split(":", 1)[0] if d.name.startswith(("wiki:", "pydoc:")) else "python"
+        g = corpus_group(d.name)
         if sum(len(x.text) for x in groups[g]) < budget[g]:
             groups[g].append(d)
     # Interleave so any window of the store shows both code and prose within a page or two.

@@ -7,7 +7,9 @@ The data position is a pure function of the step, so resuming needs only the ste
 carried state, the optimiser and the RNG state, all saved in ``last.pt``.
 
 Each step runs in a fixed, obvious order (nanoGPT): set the learning rate, evaluate and
-checkpoint when due, forward/backward/clip/step, log.
+checkpoint when due, stop or save when asked, forward/backward/clip/step, log (``_Run.loop``).
+Reading the text as streams and scoring it is ``evaluate``; several processes under torchrun
+are ``dist``.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from lstmscope.errors import CheckpointError, LstmscopeError
 from lstmscope.model.cells import CharRNN, ModelConfig, detach_state
 from lstmscope.model.checkpoint import load_checkpoint, pick_device, save_checkpoint
 from lstmscope.text.vocab import Vocab
+from lstmscope.train import dist
 from lstmscope.train.curves import line_plot_html
+from lstmscope.train.evaluate import LN2, StreamBatches, evaluate_bpc
 from torch import nn
 
 log = logging.getLogger(__name__)
-LN2 = math.log(2.0)
 
 
 # What train writes into a run folder (atomically): the temps a killed run leaves are of these.
@@ -85,112 +88,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     lo = cfg.lr * cfg.min_lr_frac
     return lo + 0.5 * (cfg.lr - lo) * (1 + math.cos(math.pi * progress))
-
-
-class StreamBatches:
-    """Contiguous streams over one id array; batch ``k`` is a pure function of ``k``."""
-
-    def __init__(self, ids: np.ndarray, batch: int, seq_len: int, rows: slice = slice(None)):
-        self.stream_len = (len(ids) - 1) // batch
-        if self.stream_len < seq_len + 1:
-            raise LstmscopeError(
-                f"training text too short: {len(ids):,} characters for {batch} streams of "
-                f"{seq_len + 1} characters; lower --batch or --seq-len, or add text"
-            )
-        self.seq_len = seq_len
-        usable = batch * self.stream_len
-        data = torch.from_numpy(ids[: usable + 1].astype(np.int64))
-        self.x = data[:usable].view(batch, self.stream_len)[rows]
-        self.y = data[1 : usable + 1].view(batch, self.stream_len)[rows]
-        self.steps_per_epoch = (self.stream_len - 1) // seq_len
-
-    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """(x, y, fresh): ``fresh`` says an epoch starts here, so the state must be reset."""
-        k = step % self.steps_per_epoch
-        s = slice(k * self.seq_len, (k + 1) * self.seq_len)
-        return self.x[:, s], self.y[:, s], k == 0
-
-
-@torch.no_grad()
-def evaluate_bpc(
-    model: CharRNN,
-    ids: np.ndarray,
-    device,
-    *,
-    streams: int = 32,
-    seq_len: int = 256,
-    max_chars: int = 0,
-    bf16: bool = False,
-) -> float:
-    """Bits per character of ``model`` on ``ids``, read as carried-state streams."""
-    if max_chars and len(ids) > max_chars:
-        ids = ids[:max_chars]
-    streams = max(1, min(streams, (len(ids) - 1) // 2))
-    batches = StreamBatches(ids, streams, min(seq_len, (len(ids) - 1) // streams - 1))
-    was_training = model.training
-    model.eval()
-    total, count, state = 0.0, 0, None
-    for k in range(batches.steps_per_epoch):
-        x, y, _ = batches.get(k)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits, state = model(x.to(device), state)
-        loss = nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), y.to(device).reshape(-1), reduction="sum"
-        )
-        total += float(loss)
-        count += y.numel()
-    model.train(was_training)
-    return total / max(count, 1) / LN2
-
-
-# --- distributed helpers: a no-op when not launched by torchrun --------------------------------
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size())
-
-
-def _gather_state(state: list, d: Dist) -> list:
-    """The carried state of every stream (all ranks), so a checkpoint can resume anywhere."""
-    if d.world == 1 or state is None:
-        return state
-    import torch.distributed as dist
-
-    out = []
-    for s in state:
-        parts = s if isinstance(s, tuple) else (s,)
-        full = []
-        for t in parts:
-            bufs = [torch.empty_like(t) for _ in range(d.world)]
-            dist.all_gather(bufs, t.contiguous())
-            full.append(torch.cat(bufs, dim=1))
-        out.append(tuple(full) if isinstance(s, tuple) else full[0])
-    return out
-
-
-def _slice_state(state: list | None, rows: slice, device) -> list | None:
-    if state is None:
-        return None
-    cut = [tuple(t[:, rows].to(device) for t in s) if isinstance(s, tuple)
-           else s[:, rows].to(device) for s in state]  # fmt: skip
-    return cut
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -287,232 +184,280 @@ def _train(
     data_info: dict | None,
     _stop_at: int | None,
 ) -> TrainResult:
-    from tqdm.auto import tqdm
+    run = _Run(train_ids, vocab, model_cfg, cfg, run_dir, resume=resume, data_info=data_info)
+    with _StopRequests(run.d.main) as stop:
+        stopped = run.loop(val_ids, stop, progress=progress, stop_at=_stop_at)
+    return run.finish(stopped)
 
-    device = pick_device(cfg.device)
-    d = init_distributed(device)
-    if d.world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", d.rank)))
-        torch.cuda.set_device(device)
-    if cfg.batch_size % d.world:
-        raise LstmscopeError(f"--batch {cfg.batch_size} must divide by the {d.world} processes")
-    per_rank = cfg.batch_size // d.world
-    rows = slice(d.rank * per_rank, (d.rank + 1) * per_rank)
 
-    torch.manual_seed(cfg.seed)
-    model = CharRNN(model_cfg).to(device)
+def _optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on biases or the embedding)."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
-    opt = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.99),
     )  # fmt: skip
-    step, best, state, history, resumed_time = 0, float("inf"), None, [], None
-    if resume and (run_dir / "last.pt").is_file():
-        ck = load_checkpoint(run_dir / "last.pt", map_location="cpu")
-        if ck["config"] != model_cfg.to_dict():
+
+
+class _Run:
+    """One training run: its model and files, and what the loop carries from step to step."""
+
+    def __init__(
+        self,
+        train_ids: np.ndarray,
+        vocab: Vocab,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        run_dir: Path,
+        *,
+        resume: bool,
+        data_info: dict | None,
+    ) -> None:
+        self.cfg, self.model_cfg, self.vocab, self.run_dir = cfg, model_cfg, vocab, run_dir
+        self.device, self.d, rows = dist.setup(pick_device(cfg.device), cfg.batch_size)
+        torch.manual_seed(cfg.seed)
+        self.model = CharRNN(model_cfg).to(self.device)
+        self.opt = _optimizer(self.model, cfg)
+        # Where training stands; a resume restores it from last.pt.
+        self.step, self.best = 0, float("inf")
+        self.state: list | None = None  # the recurrent state carried on (this rank's streams)
+        self.history: list[dict] = []  # log.csv: one row per evaluation
+        self.resumed_time: float | None = None  # training time the checkpoint had spent
+        if resume and (run_dir / "last.pt").is_file():
+            self._resume(run_dir / "last.pt", rows)
+        elif resume:
+            log.warning("--resume: no %s yet, starting fresh", run_dir / "last.pt")
+        self.net: nn.Module = self.model
+        if self.d.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.batches = StreamBatches(train_ids, cfg.batch_size, cfg.seq_len, rows)
+        if self.d.main:
+            self._write_config(data_info)
+
+    def _resume(self, path: Path, rows: slice) -> None:
+        """Continue from ``path``: weights, optimiser, step, carried state, RNG and log."""
+        ck = load_checkpoint(path, map_location="cpu")
+        if ck["config"] != self.model_cfg.to_dict():
             raise CheckpointError(
-                f"{run_dir / 'last.pt'}: --resume with a different model config; "
+                f"{path}: --resume with a different model config; "
                 "use the same flags or another -o folder"
             )
-        if list(ck["vocab"]) != list(vocab.chars):
-            raise CheckpointError(f"{run_dir / 'last.pt'}: the vocab of this text differs")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        step, best = int(ck["step"]), float(ck["best_val_bpc"])
-        state = _slice_state(ck.get("carry_state"), rows, device)
+        if list(ck["vocab"]) != list(self.vocab.chars):
+            raise CheckpointError(f"{path}: the vocab of this text differs")
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.step, self.best = int(ck["step"]), float(ck["best_val_bpc"])
+        self.state = dist.slice_state(ck.get("carry_state"), rows, self.device)
         torch.set_rng_state(ck["rng"]["torch"])
-        if device.type == "cuda" and "cuda" in ck["rng"]:
+        if self.device.type == "cuda" and "cuda" in ck["rng"]:
             torch.cuda.set_rng_state(ck["rng"]["cuda"])
-        history = _read_log(run_dir, step)
-        resumed_time = ck.get("time_s")
-        log.info("resumed from %s at step %d (best val %.4f bpc)", run_dir / "last.pt", step, best)
-    elif resume:
-        log.warning("--resume: no %s yet, starting fresh", run_dir / "last.pt")
+        self.history = _read_log(self.run_dir, self.step)
+        self.resumed_time = ck.get("time_s")
+        log.info("resumed from %s at step %d (best val %.4f bpc)", path, self.step, self.best)
 
-    net = model
-    if d.world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    batches = StreamBatches(train_ids, cfg.batch_size, cfg.seq_len, rows)
-    chars_per_step = cfg.batch_size * cfg.seq_len
-
-    if d.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        vocab.save(run_dir / "vocab.json")
+    def _write_config(self, data_info: dict | None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.vocab.save(self.run_dir / "vocab.json")
         atomic_write_text(
-            run_dir / "config.json",
-            json.dumps({"model": model_cfg.to_dict(), "train": asdict(cfg), "data": data_info or {}},
-                       indent=1),
+            self.run_dir / "config.json",
+            json.dumps({"model": self.model_cfg.to_dict(), "train": asdict(self.cfg),
+                        "data": data_info or {}}, indent=1),
         )  # fmt: skip
 
-    def checkpoint(name: str, val_bpc: float) -> None:
-        full_state = _gather_state(state, d)  # collective: every rank must call it
-        if not d.main:
+    def _start_clocks(self) -> None:
+        # Time carries over a resume, so --max-minutes is the budget of the whole run.
+        # The checkpoint says how long the run had trained (older ones: the last evaluation's time).
+        elapsed = (
+            self.resumed_time
+            if self.resumed_time is not None
+            else (self.history[-1]["time_s"] if self.history else 0.0)
+        )
+        self.t_start = time.time() - elapsed
+        self.last_val = float("nan")
+        self.last_save = time.time()
+        # Since the last evaluation: the training loss (summed on the device, no sync per step),
+        # evaluations without a new best, and the throughput window.
+        self.run_loss, self.run_n, self.bad_evals = 0.0, 0, 0
+        self.t_window, self.chars_window = time.time(), 0
+
+    def loop(self, val_ids: np.ndarray, stop: _StopRequests, *, progress: bool,
+             stop_at: int | None) -> str:  # fmt: skip
+        """Train until a limit; returns why it stopped (``TrainResult.stopped``).
+
+        Each step in a fixed order: set the learning rate, evaluate and checkpoint when due,
+        stop or save when asked, train one step, log. ``stop_at`` (tests) stops at that step
+        as Ctrl-C would.
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        self._start_clocks()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (progress and self.d.main),
+                   unit="step", dynamic_ncols=True)  # fmt: skip
+        self.net.train()
+        try:
+            while True:
+                lr = lr_at(self.step, cfg)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                due = self.step % cfg.eval_every == 0 or self.step >= cfg.max_steps
+                if due and not self._evaluated_here():  # not twice on resume
+                    self._evaluate(val_ids, lr, bar)
+                    if cfg.patience and self.bad_evals >= cfg.patience:
+                        return "early_stop"
+                if self.step >= cfg.max_steps:
+                    return "max_steps"
+                stopped = self._stop_or_save(stop.requested, stop_at)
+                if stopped:
+                    return stopped
+                loss = self._train_step()
+                self._log_step(loss, bar)
+        finally:
+            bar.close()
+
+    def _evaluated_here(self) -> bool:
+        """Whether the log's last row is this step (a resume does not evaluate it again)."""
+        return bool(self.history) and self.history[-1]["step"] == self.step
+
+    def _evaluate(self, val_ids: np.ndarray, lr: float, bar) -> None:
+        """Score the validation text, save best.pt (when better) and last.pt, write the log."""
+        cfg, d = self.cfg, self.d
+        last_val = evaluate_bpc(self.model, val_ids, self.device, max_chars=cfg.eval_chars,
+                                bf16=cfg.bf16)  # fmt: skip
+        # Every rank must take the same best.pt and early-stop decisions (a save is a
+        # collective): rank 0's value for all, not each rank's own rounding.
+        self.last_val = last_val = dist.rank0_value(d, self.device, last_val)
+        now = time.time()
+        cps = self.chars_window * d.world / max(now - self.t_window, 1e-9)
+        train_bpc = float(self.run_loss) / self.run_n / LN2 if self.run_n else float("nan")
+        improved = last_val < self.best
+        self.best = min(self.best, last_val)
+        self.history.append({"step": self.step, "time_s": round(now - self.t_start, 2),
+                             "train_bpc": train_bpc, "val_bpc": last_val, "lr": lr,
+                             "chars_per_s": round(cps, 1)})  # fmt: skip
+        # best.pt first: last.pt records the new best, so a kill between the two saves
+        # must not leave best.pt behind (a resume would not see an improvement again).
+        if improved:
+            self.checkpoint("best.pt", last_val)
+        self.checkpoint("last.pt", last_val)
+        self.last_save = time.time()
+        if d.main:
+            _write_log(self.run_dir, self.history)
+        bar.set_postfix(val_bpc=f"{last_val:.3f}", best=f"{self.best:.3f}")
+        self.run_loss, self.run_n = 0.0, 0
+        self.bad_evals = 0 if improved else self.bad_evals + 1
+        self.t_window, self.chars_window = time.time(), 0
+
+    def _stop_or_save(self, requested: bool, stop_at: int | None) -> str | None:
+        """Why to stop before this step, or None; saves last.pt when ``save_minutes`` is due."""
+        cfg = self.cfg
+        # Clocks differ between ranks: time-based decisions are agreed, like Ctrl-C.
+        timed_out = bool(cfg.max_minutes) and time.time() - self.t_start > cfg.max_minutes * 60
+        save_due = bool(cfg.save_minutes) and time.time() - self.last_save > cfg.save_minutes * 60
+        stop, save_due, timed_out = dist.agree(self.d, self.device, requested, save_due, timed_out)
+        if timed_out:
+            return "max_minutes"
+        if stop or (stop_at is not None and self.step >= stop_at):
+            return "interrupted"
+        if save_due:  # between evaluations: a kill now loses at most save_minutes
+            self.checkpoint("last.pt", self.last_val)
+            self.last_save = time.time()
+        return None
+
+    def _train_step(self) -> torch.Tensor:
+        """Forward, backward, clip, step; the recurrent state carries on, detached."""
+        cfg, device = self.cfg, self.device
+        x, y, fresh = self.batches.get(self.step)
+        if fresh:
+            self.state = None
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits, self.state = self.net(x, self.state)
+            loss = nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
+            )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.state = detach_state(self.state)
+        self.step += 1
+        self.chars_window += cfg.batch_size * cfg.seq_len
+        self.run_loss, self.run_n = self.run_loss + loss.detach(), self.run_n + 1
+        return loss
+
+    def _log_step(self, loss: torch.Tensor, bar) -> None:
+        if self.step % 10 == 0:  # float(loss) syncs a GPU, so the bar updates every 10 steps
+            loss_v = float(loss.detach())
+            el = max(time.time() - self.t_window, 1e-9)
+            bar.set_postfix(loss=f"{loss_v:.3f}", bpc=f"{loss_v / LN2:.3f}",
+                            val=f"{self.last_val:.3f}",
+                            cps=f"{self.chars_window * self.d.world / el:,.0f}")  # fmt: skip
+        bar.update(1)
+
+    def checkpoint(self, name: str, val_bpc: float) -> None:
+        """Save ``name`` in the run folder (rank 0; every rank calls it: the state is gathered)."""
+        full_state = dist.gather_state(self.state, self.d)  # collective: every rank must call it
+        if not self.d.main:
             return
         rng = {"torch": torch.get_rng_state()}
-        if device.type == "cuda":
+        if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state()
         save_checkpoint(
-            run_dir / name,
+            self.run_dir / name,
             {
-                "config": model_cfg.to_dict(),
-                "vocab": list(vocab.chars),
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "best_val_bpc": best,
+                "config": self.model_cfg.to_dict(),
+                "vocab": list(self.vocab.chars),
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "step": self.step,
+                "best_val_bpc": self.best,
                 "val_bpc": val_bpc,
-                "train": asdict(cfg),
+                "train": asdict(self.cfg),
                 "carry_state": [tuple(t.cpu() for t in s) if isinstance(s, tuple) else s.cpu()
                                 for s in full_state] if full_state is not None else None,
                 "rng": rng,
-                "time_s": time.time() - t_start,  # elapsed, so a resume keeps the budget
+                "time_s": time.time() - self.t_start,  # elapsed, so a resume keeps the budget
             },
         )  # fmt: skip
 
-    # Ctrl-C / SIGTERM: finish the current step, then save last.pt and stop cleanly.
-    interrupted = {"flag": False}
+    def finish(self, stopped: str) -> TrainResult:
+        if stopped in ("interrupted", "max_minutes", "early_stop") and not self._evaluated_here():
+            # Save where we are so --resume continues from here, not from the last evaluation.
+            self.checkpoint("last.pt", self.last_val)
+            if self.d.main:
+                _write_log(self.run_dir, self.history)
+        dist.finish(self.d)
+        return TrainResult(self.run_dir, self.step, self.best, self.last_val, stopped)
 
-    def on_signal(signum, frame):
-        if interrupted["flag"]:
+
+class _StopRequests:
+    """Ctrl-C / SIGTERM: finish the current step, then save last.pt and stop cleanly; a second
+    signal stops at once. Installed only in the main process's main thread."""
+
+    def __init__(self, main: bool) -> None:
+        self.requested = False
+        self._install = main and threading_is_main()
+        self._old: dict = {}
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.requested:
             raise KeyboardInterrupt
-        interrupted["flag"] = True
+        self.requested = True
 
-    old_handlers = {}
-    if d.main and threading_is_main():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old_handlers[sig] = signal.signal(sig, on_signal)
+    def __enter__(self) -> _StopRequests:
+        if self._install:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
 
-    # Time carries over a resume, so --max-minutes is the budget of the whole run.
-    # The checkpoint says how long the run had trained (older ones: the last evaluation's time).
-    elapsed = (
-        resumed_time if resumed_time is not None else (history[-1]["time_s"] if history else 0.0)
-    )
-    t_start, stopped = time.time() - elapsed, "max_steps"
-    last_val = float("nan")
-    last_save = time.time()
-    run_loss, run_n, bad_evals = 0.0, 0, 0
-    t_window, chars_window = time.time(), 0
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and d.main),
-               unit="step", dynamic_ncols=True)  # fmt: skip
-    net.train()
-    try:
-        while True:
-            lr = lr_at(step, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            due = step % cfg.eval_every == 0 or step >= cfg.max_steps
-            if due and not (history and history[-1]["step"] == step):  # not twice on resume
-                last_val = evaluate_bpc(model, val_ids, device, max_chars=cfg.eval_chars,
-                                        bf16=cfg.bf16)  # fmt: skip
-                # Every rank must take the same best.pt and early-stop decisions (a save is a
-                # collective): rank 0's value for all, not each rank's own rounding.
-                last_val = _rank0_value(d, device, last_val)
-                now = time.time()
-                cps = chars_window * d.world / max(now - t_window, 1e-9)
-                train_bpc = float(run_loss) / run_n / LN2 if run_n else float("nan")
-                improved = last_val < best
-                best = min(best, last_val)
-                history.append({"step": step, "time_s": round(now - t_start, 2),
-                                "train_bpc": train_bpc, "val_bpc": last_val, "lr": lr,
-                                "chars_per_s": round(cps, 1)})  # fmt: skip
-                # best.pt first: last.pt records the new best, so a kill between the two saves
-                # must not leave best.pt behind (a resume would not see an improvement again).
-                if improved:
-                    checkpoint("best.pt", last_val)
-                checkpoint("last.pt", last_val)
-                last_save = time.time()
-                if d.main:
-                    _write_log(run_dir, history)
-                bar.set_postfix(val_bpc=f"{last_val:.3f}", best=f"{best:.3f}")
-                run_loss, run_n, bad_evals = 0.0, 0, 0 if improved else bad_evals + 1
-                t_window, chars_window = time.time(), 0
-                if cfg.patience and bad_evals >= cfg.patience:
-                    stopped = "early_stop"
-                    break
-            if step >= cfg.max_steps:
-                break
-            # Clocks differ between ranks: time-based decisions are agreed, like Ctrl-C.
-            timed_out = bool(cfg.max_minutes) and time.time() - t_start > cfg.max_minutes * 60
-            save_due = bool(cfg.save_minutes) and time.time() - last_save > cfg.save_minutes * 60
-            stop, save_due, timed_out = _agree(d, device, interrupted["flag"], save_due, timed_out)
-            if timed_out:
-                stopped = "max_minutes"
-                break
-            if stop or (_stop_at is not None and step >= _stop_at):
-                stopped = "interrupted"
-                break
-            if save_due:  # between evaluations: a kill now loses at most save_minutes
-                checkpoint("last.pt", last_val)
-                last_save = time.time()
-
-            x, y, fresh = batches.get(step)
-            if fresh:
-                state = None
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits, state = net(x, state)
-                loss = nn.functional.cross_entropy(
-                    logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            state = detach_state(state)
-            step += 1
-            chars_window += chars_per_step
-            run_loss, run_n = run_loss + loss.detach(), run_n + 1  # summed on device: no sync
-            if step % 10 == 0:  # float(loss) syncs a GPU, so the bar updates every 10 steps
-                loss_v = float(loss.detach())
-                el = max(time.time() - t_window, 1e-9)
-                bar.set_postfix(loss=f"{loss_v:.3f}", bpc=f"{loss_v / LN2:.3f}",
-                                val=f"{last_val:.3f}", cps=f"{chars_window * d.world / el:,.0f}")  # fmt: skip
-            bar.update(1)
-    finally:
-        bar.close()
-        for sig, h in old_handlers.items():
+    def __exit__(self, *exc) -> None:
+        for sig, h in self._old.items():
             signal.signal(sig, h)
-    if stopped in ("interrupted", "max_minutes", "early_stop") and not (
-        history and history[-1]["step"] == step
-    ):
-        # Save where we are so --resume continues from here, not from the last evaluation.
-        checkpoint("last.pt", last_val)
-        if d.main:
-            _write_log(run_dir, history)
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()  # a clean exit: no rank aborts on a peer's closed socket
-    return TrainResult(run_dir, step, best, last_val, stopped)
-
-
-def _agree(d: Dist, device: torch.device, *flags: bool) -> tuple[bool, ...]:
-    """Each flag true on any rank is true on all: every rank stops (or saves) at the same step,
-    or the collectives deadlock. The tensor lives on ``device``: NCCL reduces only CUDA
-    tensors."""
-    if d.world == 1:
-        return flags
-    import torch.distributed as dist
-
-    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
-    dist.all_reduce(t)
-    return tuple(bool(x > 0) for x in t.tolist())
-
-
-def _rank0_value(d: Dist, device: torch.device, value: float) -> float:
-    """``value`` as rank 0 has it, on every rank."""
-    if d.world == 1:
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(t, src=0)
-    return float(t.item())
 
 
 def threading_is_main() -> bool:

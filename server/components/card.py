@@ -26,14 +26,13 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 from bokeh.transform import transform
+from lstmscope.export.card import rebin_hist
 from lstmscope.export.colors import quantize, whole_neuron_scale
-from lstmscope.export.text import rebin_hist
 from lstmscope.names import GATE_KINDS, KIND_NAMES, parse_neuron
-
-from .layout import color_index, color_table, row_cells
-from .shared import Shared
-from .state import chosen_row
-from .textview import CELL_W, FONT
+from lstmscope.server.components.textgrid import color_index, color_table, row_cells
+from lstmscope.server.components.textview import CELL_W, FONT
+from lstmscope.server.shared import Shared
+from lstmscope.server.state import chosen_row
 
 ROW_PX = 17
 WIDTH = 570  # px: the card fits beside the text on a 1440 px screen

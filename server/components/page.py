@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from bokeh.layouts import column, row
 from bokeh.models import LayoutDOM
-
-from .controls import WRAP_ROW
+from lstmscope.server.components.controls import WRAP_ROW
 
 GAP = 16  # px between the text and the tabs
 TABS_WIDTH = 730  # px: the most the tabs take beside the text (a wider tab scrolls inside)

@@ -13,8 +13,7 @@ from bokeh.models import ColumnDataSource, Div, HoverTool, Range1d, TapTool
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
 from lstmscope.names import KIND_NAMES
-
-from .state import chosen_row
+from lstmscope.server.state import chosen_row
 
 KIND_COLORS = {"i": Category10[10][0], "f": Category10[10][2], "o": Category10[10][3],
                "r": Category10[10][4], "z": Category10[10][1]}  # fmt: skip

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bokeh.models import ColumnDataSource, DataTable
-
-from .state import chosen_row
+from lstmscope.server.state import chosen_row
 
 
 class Rows:

@@ -38,8 +38,7 @@ from bokeh.transform import transform
 from lstmscope.export.colors import DEFAULT_SCALE, Scale, needs_values, scale_for
 from lstmscope.export.text import legend_html
 from lstmscope.names import KIND_NAMES, parse_neuron
-
-from .layout import (
+from lstmscope.server.components.textgrid import (
     WRAP,
     CharCells,
     ColorTable,
@@ -52,8 +51,8 @@ from .layout import (
     lane_layout,
     prediction_labels,
 )
-from .shared import Shared
-from .state import LANE_MODES, ViewState
+from lstmscope.server.shared import Shared
+from lstmscope.server.state import LANE_MODES, ViewState
 
 log = logging.getLogger(__name__)
 
@@ -177,49 +176,8 @@ class TextView:
             toolbar_location=None, tools="", min_border=0, outline_line_color="#ddd",
             name="text_figure", css_classes=["ls-text"], x_axis_type=None, y_axis_type=None,
         )  # fmt: skip
-        cells = fig.rect(
-            "x", "y", "w", "h", source=self.source, line_color=None,
-            fill_color=transform("cidx", self.fill_map),
-        )  # fmt: skip
-        # Selecting a span must not fade everything else (Bokeh's default non-selection look).
-        cells.selection_glyph = cells.glyph.clone(line_color="#000", line_width=1.5)
-        cells.nonselection_glyph = cells.glyph.clone()
-        text = fig.text(
-            "x", "y", text="glyph", source=self.source, text_align="center",
-            text_baseline="middle", text_font=value(FONT), text_font_size="13px",
-            text_color=transform("cidx", self.text_map), text_alpha="alpha",
-        )  # fmt: skip
-        text.nonselection_glyph = text.glyph.clone()
-        text.selection_glyph = text.glyph.clone()
-        fig.rect(
-            "x", "y", "w", "h", source=self.marks, fill_alpha=0, line_color="color",
-            line_width="lw",
-        )  # fmt: skip
-        fig.text(
-            "x", "y", text="text", source=self.gutter, text_align="right",
-            text_baseline="middle", text_font_size="size", text_color="#888", text_font=value(FONT),
-        )  # fmt: skip
-        lookup = CustomJSHover(args={"src": self.chars}, code=_LOOKUP_JS)
-        lane_lookup = CustomJSHover(args={"src": self.lanes}, code=_LOOKUP_JS)
-        hover = HoverTool(
-            renderers=[cells],
-            tooltips=[
-                ("char", "@i{ch}"),
-                ("position", "@i{pos}"),
-                ("value", "@lane{name} = @value{0.0000}"),
-                ("loss", "@i{loss} bits"),
-                ("next, top 5", "@i{top5}"),
-            ],
-            formatters={"@i": lookup, "@lane": lane_lookup},
-            point_policy="follow_mouse",
-        )
-        tap = TapTool(renderers=[cells])
-        box = BoxSelectTool(renderers=[cells])
-        wheel = WheelPanTool(dimension="height")
-        fig.add_tools(hover, tap, box, wheel)
-        fig.toolbar.active_drag = box
-        fig.toolbar.active_scroll = wheel
-        fig.toolbar.active_tap = tap
+        cells = self._draw(fig)
+        self._add_tools(fig, cells)
         self.max_rows = MAX_ROWS
         # 0 until the browser has measured (a value fit() ignores).
         self.fit_source = ColumnDataSource({"rows": [0]}, name="text_fit")
@@ -248,6 +206,57 @@ class TextView:
         self.strip = False  # the last lane is a thin feature strip
         self.n_rows = 0.0
         self.start = 0
+
+    def _draw(self, fig):
+        """The glyphs: a coloured cell and a character per ``source`` row, the marks (find
+        matches, selection, focus) and the gutter's labels. Returns the cells' renderer."""
+        cells = fig.rect(
+            "x", "y", "w", "h", source=self.source, line_color=None,
+            fill_color=transform("cidx", self.fill_map),
+        )  # fmt: skip
+        # Selecting a span must not fade everything else (Bokeh's default non-selection look).
+        cells.selection_glyph = cells.glyph.clone(line_color="#000", line_width=1.5)
+        cells.nonselection_glyph = cells.glyph.clone()
+        text = fig.text(
+            "x", "y", text="glyph", source=self.source, text_align="center",
+            text_baseline="middle", text_font=value(FONT), text_font_size="13px",
+            text_color=transform("cidx", self.text_map), text_alpha="alpha",
+        )  # fmt: skip
+        text.nonselection_glyph = text.glyph.clone()
+        text.selection_glyph = text.glyph.clone()
+        fig.rect(
+            "x", "y", "w", "h", source=self.marks, fill_alpha=0, line_color="color",
+            line_width="lw",
+        )  # fmt: skip
+        fig.text(
+            "x", "y", text="text", source=self.gutter, text_align="right",
+            text_baseline="middle", text_font_size="size", text_color="#888", text_font=value(FONT),
+        )  # fmt: skip
+        return cells
+
+    def _add_tools(self, fig, cells) -> None:
+        """Hover (character, position, value, loss, predictions), tap, box select and wheel."""
+        lookup = CustomJSHover(args={"src": self.chars}, code=_LOOKUP_JS)
+        lane_lookup = CustomJSHover(args={"src": self.lanes}, code=_LOOKUP_JS)
+        hover = HoverTool(
+            renderers=[cells],
+            tooltips=[
+                ("char", "@i{ch}"),
+                ("position", "@i{pos}"),
+                ("value", "@lane{name} = @value{0.0000}"),
+                ("loss", "@i{loss} bits"),
+                ("next, top 5", "@i{top5}"),
+            ],
+            formatters={"@i": lookup, "@lane": lane_lookup},
+            point_policy="follow_mouse",
+        )
+        tap = TapTool(renderers=[cells])
+        box = BoxSelectTool(renderers=[cells])
+        wheel = WheelPanTool(dimension="height")
+        fig.add_tools(hover, tap, box, wheel)
+        fig.toolbar.active_drag = box
+        fig.toolbar.active_scroll = wheel
+        fig.toolbar.active_tap = tap
 
     # -- data -----------------------------------------------------------------------------
     def lane_values(self, state: ViewState) -> tuple[list[str], np.ndarray, list[Scale]]:

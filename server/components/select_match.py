@@ -12,8 +12,7 @@ import pandas as pd
 from bokeh.layouts import column, row
 from bokeh.models import Button, DataTable, Div, NumberFormatter, TableColumn
 from lstmscope.export.text import visible_text
-
-from .tables import Rows
+from lstmscope.server.components.tables import Rows
 
 SNIPPET = 60  # characters of each match shown in the table
 TOP_NEURONS = 5  # the neurons whose pattern is matched
