@@ -37,6 +37,7 @@ log = logging.getLogger("analysis_speed")
 
 def build_store(out: Path, chars: int, kinds: list[str] | None) -> Path:
     import torch
+
     from lstmscope.model.cells import CharRNN, ModelConfig
     from lstmscope.model.checkpoint import LoadedModel
     from lstmscope.store.recorder import record

@@ -92,6 +92,7 @@ def build_store(path: Path, n_chars: int, hidden: int) -> Path:
     if (path / "meta.json").is_file():
         return path
     import torch
+
     from lstmscope.model.cells import CharRNN, ModelConfig
     from lstmscope.model.checkpoint import load_model, save_checkpoint
     from lstmscope.store.recorder import record
@@ -125,6 +126,7 @@ def pct(xs: list[float], q: float) -> float:
 
 def bench_update(store_path: Path, repeats: int = 30) -> dict:
     from bokeh.document import Document
+
     from lstmscope.server.main import make_document
     from lstmscope.server.shared import Shared
     from lstmscope.store.reader import ActivationStore

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from lstmscope.model.cells import CharRNN, ModelConfig
 from lstmscope.model.checkpoint import LoadedModel, load_model
 from lstmscope.model.plan import plan_streams

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from lstmscope.model.cells import ModelConfig
 from lstmscope.model.checkpoint import pick_device
 from lstmscope.text.vocab import Vocab
 from lstmscope.train.loop import TrainConfig, train
-from torch import nn
 
 VOCAB = 100
 

@@ -153,6 +153,7 @@ def _add_train(sub) -> None:
 
 def cmd_train(args) -> int:
     import numpy as np
+
     from lstmscope.model.cells import ModelConfig
     from lstmscope.text.corpus import load_train_val
     from lstmscope.text.vocab import Vocab
@@ -234,6 +235,7 @@ def _add_info(sub) -> None:
 
 def cmd_info(args) -> int:
     import pandas as pd
+
     from lstmscope.model.cells import count_parameters, parameter_breakdown
     from lstmscope.model.checkpoint import load_model
 

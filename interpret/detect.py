@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from lstmscope.analysis.features import FEATURES, Feature, compute
 from lstmscope.analysis.losses import loss_by_category, loss_by_distance
 from lstmscope.analysis.rank import (

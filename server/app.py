@@ -26,6 +26,7 @@ from bokeh import events
 from bokeh.document import Document
 from bokeh.layouts import column
 from bokeh.models import Div, TabPanel, Tabs
+
 from lstmscope.analysis.features import FEATURES
 from lstmscope.server.components.card import NeuronCard
 from lstmscope.server.components.controls import Controls, Message

@@ -27,6 +27,7 @@ from bokeh.application.handlers.server_lifecycle import ServerLifecycleHandler
 from bokeh.document import Document
 from bokeh.themes import Theme
 from jinja2 import Environment, FileSystemLoader
+
 from lstmscope.server.main import build_page
 
 log = logging.getLogger(__name__)

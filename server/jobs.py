@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 import pandas as pd
+
 from lstmscope.export.text import export_range
 from lstmscope.server.runner import user_error
 

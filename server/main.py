@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bokeh.document import Document
 from bokeh.models import Div
+
 from lstmscope.server.app import App
 from lstmscope.server.shared import SHARED_ATTR, Shared
 from lstmscope.server.state import ViewState, parse_query

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from bokeh import events
+
 from lstmscope.server.components.controls import NO_FEATURE
 from lstmscope.server.state import MAX_NEURONS, ViewState, parse_position, window_around
 

@@ -19,8 +19,9 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from lstmscope.errors import LstmscopeError
 from tornado.ioloop import IOLoop
+
+from lstmscope.errors import LstmscopeError
 
 log = logging.getLogger("server")
 

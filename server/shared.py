@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+
 from lstmscope.analysis.contexts import contexts as sampled_contexts
 from lstmscope.analysis.contexts import contexts_from_positions
 from lstmscope.analysis.drift import drift

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from lstmscope.model.cells import CharRNN
 from lstmscope.model.plan import plan_streams
 from lstmscope.model.trace import check_selection, run_plan

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.model.cells import CharRNN, ModelConfig
 from lstmscope.model.checkpoint import LoadedModel, load_model, save_checkpoint
 from lstmscope.store.reader import ActivationStore

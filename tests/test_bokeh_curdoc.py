@@ -40,6 +40,7 @@ def test_a_session_page_does_not_depend_on_curdoc(dash_store_dir, monkeypatch): 
 def test_the_quieted_log_lines_are_what_this_bokeh_logs():
     from bokeh.server import connection, protocol_handler
     from bokeh.server.views import ws
+
     from lstmscope.server.serve import _ClosedSendsFilter, _DetachedSessionFilter
 
     # A send to a closed websocket: one WARNING with this exact text, on this logger.

@@ -19,9 +19,9 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+
 from lstmscope.server.serve import start_server
 from lstmscope.store.reader import ActivationStore
-
 from tests.test_server import dash_store_dir, hostile_store_dir  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -12,10 +12,10 @@ import itertools
 
 import numpy as np
 import pytest
+
 from lstmscope.export.colors import DEFAULT_SCALE, SCALE_TITLES, quantize, scale_for
 from lstmscope.server.components.controls import LANE_TITLES
 from lstmscope.store.reader import ActivationStore
-
 from tests.test_browser import (  # noqa: F401 (fixtures)
     ARGS,
     CHROMIUM,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from lstmscope.cli import main
 from lstmscope.model.checkpoint import load_checkpoint
 

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+
 from lstmscope.export.colors import (
     DEFAULT_SCALE,
     DETREND_WIDTH,
@@ -25,7 +26,6 @@ from lstmscope.export.colors import (
     trend,
 )
 from lstmscope.export.text import export_range
-
 from tests.test_server import colours, dash_store_dir, page, shared  # noqa: F401 (fixtures)
 
 

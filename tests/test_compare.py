@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+
 from lstmscope.model.cells import CharRNN, ModelConfig, count_parameters
 from lstmscope.model.checkpoint import load_checkpoint
 from lstmscope.text.vocab import Vocab

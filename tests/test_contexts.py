@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+
 from lstmscope.analysis.contexts import contexts, line_ids
 from lstmscope.analysis.saturation import saturation
 from lstmscope.export.card import card_fragment, context_records

@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+
 from lstmscope.errors import CorpusError
 from lstmscope.text.corpus import (
     Document,
@@ -80,6 +81,7 @@ def test_builtin_recipes_from_the_interpreter():
 
 def test_synthetic_corpus_labels_line_up(tmp_path):
     import numpy as np
+
     from lstmscope.analysis.features import compute
     from lstmscope.cli import main
 

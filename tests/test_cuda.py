@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lstmscope import ActivationStore
 from lstmscope.cli import main
 from lstmscope.model.trace import trace_ids
 from lstmscope.names import KINDS
-
 from tests.test_trace import _assert_close, make_model, reference_trace
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
+
 from lstmscope.analysis.features import Feature, parse_feature_spec
 from lstmscope.detect import DEFAULT_FEATURES, detect
 from lstmscope.export.report import saturation_svg

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.cli import main
 from lstmscope.disk import atomic_open, atomic_write_text, make_dir
 from lstmscope.errors import LstmscopeError, StoreError, WriteError
@@ -58,7 +59,6 @@ from lstmscope.store.recorder import record
 from lstmscope.text.corpus import Document, write_corpus
 from lstmscope.text.vocab import Vocab
 from lstmscope.train.loop import TrainConfig, train
-
 from tests.conftest import CODE_SNIPPET
 
 resource = pytest.importorskip("resource")  # POSIX only, like the faults made here

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.analysis import store_cache
 from lstmscope.analysis.drift import COLUMNS, R_MIN, drift
 from lstmscope.store.reader import ActivationStore
 from lstmscope.store.recorder import record
-
 from tests.test_fidelity import plant_counters
 from tests.test_record import make_loaded, python_text
 
@@ -97,7 +97,6 @@ def test_the_dashboard_flags_drifting_units_in_the_card_and_the_ranking(store):
     """Issue 12.4: a counter's card says it drifts, a stationary unit's does not; the ranking
     marks exactly the drifting rows that ``drift`` flags."""
     from lstmscope.server.shared import Shared
-
     from tests.test_server import page
 
     flagged = set(drift(store).query("drifting")["neuron"])

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.errors import StoreError
 from lstmscope.store import kernels
 from lstmscope.store.encoding import (
@@ -27,7 +28,6 @@ from lstmscope.store.encoding import (
 from lstmscope.store.histograms import histogram
 from lstmscope.store.reader import ActivationStore
 from lstmscope.store.recorder import record
-
 from tests.test_record import make_loaded, python_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")

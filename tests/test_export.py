@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from lstmscope.analysis.contexts import contexts_from_values, stats_from_values
 from lstmscope.export.card import context_records, export_card, rebin_hist, render_card
 from lstmscope.export.colors import (

@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.store.encoding import error_bound
 from lstmscope.store.reader import ActivationStore
 from lstmscope.store.recorder import record
-
 from tests.test_record import make_loaded, python_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")

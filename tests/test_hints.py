@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from lstmscope.cli import main
 from lstmscope.text.corpus import Document
 from lstmscope.text.recipes import RECIPES, Recipe

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lstmscope import ActivationStore
 from lstmscope.errors import CheckpointError, StoreError
 from lstmscope.model.cells import CharRNN, ModelConfig

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.disk import temp_owner
 from lstmscope.errors import StoreError
 from lstmscope.model.checkpoint import load_checkpoint
 from lstmscope.store.reader import ActivationStore
-
 from tests.test_record import assert_same_store, make_loaded, python_text
 
 pytestmark = pytest.mark.slow

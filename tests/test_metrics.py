@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score, f1_score, jaccard_score, roc_auc_score
+
 from lstmscope.analysis import metrics as M
 from lstmscope.analysis.metrics import (
     ap_from_hist,
@@ -19,7 +21,6 @@ from lstmscope.analysis.metrics import (
     binary_scores,
     counts,
 )
-from sklearn.metrics import average_precision_score, f1_score, jaccard_score, roc_auc_score
 
 EPS = np.finfo(np.float64).eps
 

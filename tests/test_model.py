@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from lstmscope.model.cells import (
     CharRNN,
     ModelConfig,
@@ -11,7 +13,6 @@ from lstmscope.model.cells import (
     layer_internals,
     parameter_breakdown,
 )
-from torch import nn
 
 KERNELS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 

@@ -16,6 +16,7 @@ import re
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.analysis.ablate import ablate, ablate_many, ablation_losses
 from lstmscope.analysis.losses import (
     default_categories,

@@ -23,10 +23,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import average_precision_score, f1_score, jaccard_score, roc_auc_score
+
 from lstmscope.analysis.features import FEATURES, Feature, parse_feature_spec
 from lstmscope.analysis.metrics import ap_hist_bounds, auroc_hist_error
 from lstmscope.analysis.rank import EXACT_TOP, feature_values, rank, rank_feature, rank_many
-from sklearn.metrics import average_precision_score, f1_score, jaccard_score, roc_auc_score
 
 # ----------------------------------------------------------------------------------------------
 # The hand-wired model: neurons known exactly

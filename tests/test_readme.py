@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from lstmscope.cli import main
 from lstmscope.model.checkpoint import DEMO_DIR
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.errors import StoreError
 from lstmscope.model.cells import CharRNN, ModelConfig
 from lstmscope.model.checkpoint import load_model, save_checkpoint

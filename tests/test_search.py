@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+
 from lstmscope.analysis.search import (
     match_spans,
     otsu_thresholds,

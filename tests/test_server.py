@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from bokeh.document import Document
+
 from lstmscope.export.colors import quantize, scale_for
 from lstmscope.export.text import visible_text
 from lstmscope.model.cells import CharRNN, ModelConfig
@@ -535,8 +536,9 @@ def test_a_burst_of_user_actions_is_one_redraw(shared, monkeypatch):
     changes is one redraw of the last, page clicks add up, a unit change, a jump and a page size
     queued together are one redraw of all three, and after a redraw the next batch waits as long
     as it took (at most COOLDOWN_MAX_S). Checked by hand-running the queued callbacks."""
-    import lstmscope.server.runner as main
     from bokeh.events import ButtonClick
+
+    import lstmscope.server.runner as main
     from lstmscope.server.main import make_document
 
     # On a server (callbacks on its loop, jobs on its pool) actions are coalesced; built
@@ -653,10 +655,11 @@ def test_a_bug_in_a_callback_is_reported_not_fatal(shared, caplog, monkeypatch):
 
 
 def test_server_binds_loopback_and_allows_only_its_own_origins(dash_store_dir):
-    from lstmscope.server.serve import start_server
     from tornado.httpclient import HTTPClientError, HTTPRequest
     from tornado.ioloop import IOLoop
     from tornado.websocket import websocket_connect
+
+    from lstmscope.server.serve import start_server
 
     with start_server(dash_store_dir, port=0, allow_origin=["example.org:8443"]) as h:
         assert h.address == "127.0.0.1" and h.url == f"http://127.0.0.1:{h.port}/"

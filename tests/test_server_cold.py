@@ -2,8 +2,8 @@
 with a message that says so, and choosing the first neuron logs no traceback."""
 
 import pytest
-from lstmscope.store.reader import ActivationStore
 
+from lstmscope.store.reader import ActivationStore
 from tests.test_server import page
 from tests.test_streams import old_store, tiny  # noqa: F401  (fixture)
 

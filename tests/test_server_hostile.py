@@ -35,11 +35,11 @@ from typing import Any, ClassVar
 
 import pytest
 from bokeh import events
+
 from lstmscope.analysis.features import FEATURES
 from lstmscope.names import parse_neuron
 from lstmscope.server.serve import start_server
 from lstmscope.store.reader import ActivationStore
-
 from tests.test_server import (  # noqa: F401 (fixtures)
     all_html,
     build_store,

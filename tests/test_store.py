@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+
 from lstmscope import ActivationStore
 from lstmscope.errors import StoreError
 from lstmscope.model.cells import CharRNN, ModelConfig

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.cli import main
 from lstmscope.detect import detect
 from lstmscope.errors import StoreError

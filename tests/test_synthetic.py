@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lstmscope.analysis.features import FEATURES, compute
 from lstmscope.text.labels import LABELS, SyntheticText
 from lstmscope.text.planted import MAX_DEPTH, MAX_INDENT

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.model.cells import CharRNN, ModelConfig
 from lstmscope.model.plan import plan_streams
 from lstmscope.model.trace import c_recurrence_, trace_chunk, trace_ids
 from lstmscope.names import KINDS
-
 from tests.divergence import stream_divergence
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+
 from lstmscope.model.cells import ModelConfig
 from lstmscope.model.checkpoint import load_checkpoint, load_model
 from lstmscope.model.sample import sample

@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+
 from lstmscope.analysis.losses import resolve_categories
 from lstmscope.model.cells import CharRNN, RecurrentLayer
 from lstmscope.names import KINDS, Neuron, parse_neuron

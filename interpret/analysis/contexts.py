@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
 from lstmscope.analysis import store_cache
 from lstmscope.analysis.rank import used_rows
 

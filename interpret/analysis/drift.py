@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from lstmscope.analysis import store_cache
 
 R_MIN = 0.5  # |r| at or above: drifting (distance explains >= 25% of the variance)

@@ -63,6 +63,7 @@ from typing import Literal
 
 import numpy as np
 import regex
+
 from lstmscope.errors import LstmscopeError
 from lstmscope.text.pattern import REGEX_TIMEOUT_S, compile_pattern
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
 from lstmscope.analysis.features import compute
 
 log = logging.getLogger(__name__)

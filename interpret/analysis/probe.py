@@ -36,6 +36,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+
 from lstmscope.analysis.rank import read_rows, selection, used_rows
 
 log = logging.getLogger(__name__)

@@ -74,6 +74,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+
 from lstmscope.analysis import store_cache
 from lstmscope.analysis.features import FEATURES, Feature, FeatureError, compute
 from lstmscope.analysis.metrics import ap_from_hist, ap_hist_bounds, auroc_from_hist

@@ -7,6 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
 from lstmscope.analysis.metrics import binary_metrics
 
 EXACT_MARGIN = 64  # extra rows the exact top may recompute at least (it may recompute top)

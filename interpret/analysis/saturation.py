@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+
 from lstmscope.names import GATE_KINDS
 from lstmscope.store.layout import SAT_HIGH, SAT_LOW
 

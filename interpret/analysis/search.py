@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
 from lstmscope.analysis import store_cache
 from lstmscope.analysis.rank import CHUNK_ROWS, selection
 

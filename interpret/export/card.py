@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from lstmscope import __version__
 from lstmscope.analysis.contexts import contexts_from_values, stats_from_values
 from lstmscope.export.colors import Scale, quantize, scale_for, whole_neuron_scale

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 from bokeh import palettes as bp
+
 from lstmscope.names import GATE_KINDS, parse_neuron
 
 # name -> (source palette, reverse?). Bokeh's Brewer sequential palettes run dark -> light; we

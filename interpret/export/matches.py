@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from lstmscope import __version__
 from lstmscope.export.colors import Scale, quantize
 from lstmscope.export.neurons import check_scale, neuron_ids, neuron_scales

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from lstmscope.export.colors import DEFAULT_SCALE, SCALES, Scale, robust_stats, scale_for
 from lstmscope.names import GATE_KINDS, parse_neuron
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from lstmscope import __version__
 from lstmscope.analysis.features import Feature
 from lstmscope.disk import atomic_write_text

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
 from lstmscope import __version__
 from lstmscope.disk import atomic_write_text
 from lstmscope.export.colors import Scale, legend_ticks, quantize, text_colors

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
-from lstmscope.names import GATES, KIND_NAMES, KINDS
 from torch import nn
+
+from lstmscope.names import GATES, KIND_NAMES, KINDS
 
 CELLS = tuple(KINDS)  # lstm, gru, rnn
 

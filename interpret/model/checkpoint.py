@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from lstmscope.disk import atomic_open, atomic_write_bytes, atomic_write_text
 from lstmscope.errors import CheckpointError
 from lstmscope.model.cells import CharRNN, ModelConfig

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from lstmscope.model.cells import CharRNN, RecurrentLayer
 from lstmscope.model.plan import StreamPlan, chunk_inputs, plan_streams
 from lstmscope.names import KINDS

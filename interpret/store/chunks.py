@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from lstmscope.disk import atomic_open
 from lstmscope.errors import WriteError
 from lstmscope.model.cells import CharRNN

@@ -19,6 +19,7 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+
 from lstmscope.names import GATE_KINDS
 
 F16_MAX = 65504.0

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from lstmscope.disk import make_dir
 from lstmscope.errors import LstmscopeError, StoreError, WriteError
 from lstmscope.store.reader import npy_header

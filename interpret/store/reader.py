@@ -26,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
 from lstmscope.errors import StoreError
 from lstmscope.names import KINDS, Neuron, check_neuron
 from lstmscope.store.encoding import (

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from lstmscope import __version__
 from lstmscope.disk import (
     atomic_open,

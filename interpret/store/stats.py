@@ -17,6 +17,7 @@ from types import ModuleType
 
 import numpy as np
 import torch
+
 from lstmscope.errors import StoreError
 from lstmscope.model.trace import Workspace
 from lstmscope.names import GATE_KINDS

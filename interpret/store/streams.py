@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+
 from lstmscope.errors import StoreError
 from lstmscope.model.plan import cut_runs, run_edges
 

@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+
 from lstmscope.disk import atomic_open
 from lstmscope.text.corpus import Document, write_corpus
 from lstmscope.text.labels import Emitter, SyntheticText

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from lstmscope.disk import atomic_write_text
 
 UNK = "\ufffd"  # shown where the model saw a character it never met in training

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from lstmscope.disk import atomic_write_text
 from lstmscope.model.cells import CharRNN, ModelConfig, count_parameters
 from lstmscope.text.vocab import Vocab

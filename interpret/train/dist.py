@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+
 from lstmscope.errors import LstmscopeError
 
 

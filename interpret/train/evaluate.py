@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from lstmscope.errors import LstmscopeError
 from lstmscope.model.cells import CharRNN
 from lstmscope.model.checkpoint import LoadedModel
 from lstmscope.text.corpus import load_text
 from lstmscope.text.recipes import corpus_group
-from torch import nn
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)

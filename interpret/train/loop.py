@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from lstmscope.disk import atomic_write_text, folder_lock, remove_stale_temps
 from lstmscope.errors import CheckpointError, LstmscopeError
 from lstmscope.model.cells import CharRNN, ModelConfig, detach_state
@@ -35,7 +37,6 @@ from lstmscope.text.vocab import Vocab
 from lstmscope.train import dist
 from lstmscope.train.curves import line_plot_html
 from lstmscope.train.evaluate import LN2, StreamBatches, evaluate_bpc
-from torch import nn
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 from bokeh.transform import transform
+
 from lstmscope.export.card import rebin_hist
 from lstmscope.export.colors import quantize, whole_neuron_scale
 from lstmscope.names import GATE_KINDS, KIND_NAMES, parse_neuron

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from bokeh.layouts import column, row
 from bokeh.models import Button, CheckboxGroup, Div, Select, Spinner, TextInput
+
 from lstmscope.analysis.features import FEATURES
 from lstmscope.export.colors import SCALE_TITLES, SCALES
 from lstmscope.names import KIND_NAMES, parse_neuron

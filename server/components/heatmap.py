@@ -14,6 +14,7 @@ from bokeh.models import (
     Range1d,
 )
 from bokeh.plotting import figure
+
 from lstmscope.server.components.textview import CELL_W, GUTTER
 
 ROW_PX = 16

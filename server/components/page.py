@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from bokeh.layouts import column, row
 from bokeh.models import LayoutDOM
+
 from lstmscope.server.components.controls import WRAP_ROW
 
 GAP = 16  # px between the text and the tabs

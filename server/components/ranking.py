@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from bokeh.layouts import column
 from bokeh.models import DataTable, Div, NumberFormatter, StringFormatter, TableColumn
+
 from lstmscope.server.components.tables import Rows
 
 SHOWN = 200  # rows in the table: the ranking's head is what anyone reads

@@ -12,6 +12,7 @@ from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, Div, HoverTool, Range1d, TapTool
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
+
 from lstmscope.names import KIND_NAMES
 from lstmscope.server.state import chosen_row
 

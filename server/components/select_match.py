@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pandas as pd
 from bokeh.layouts import column, row
 from bokeh.models import Button, DataTable, Div, NumberFormatter, TableColumn
+
 from lstmscope.export.text import visible_text
 from lstmscope.server.components.tables import Rows
 

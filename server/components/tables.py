@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bokeh.models import ColumnDataSource, DataTable
+
 from lstmscope.server.state import chosen_row
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
 from lstmscope.export.colors import NAN_COLOR, Scale, fmt_value, palette, quantize, text_colors
 from lstmscope.export.text import visible_text
 

@@ -35,6 +35,7 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 from bokeh.transform import transform
+
 from lstmscope.export.colors import DEFAULT_SCALE, Scale, needs_values, scale_for
 from lstmscope.export.text import legend_html
 from lstmscope.names import KIND_NAMES, parse_neuron
