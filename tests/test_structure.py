@@ -170,12 +170,15 @@ def _private_definitions(tree: ast.Module) -> set[str]:
     return {n for n in names if n.startswith("_") and not n.startswith("__")}
 
 
+PRIVATE = {name: _private_definitions(tree) for name, tree in TREES.items()}
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_private_name_crosses_modules(module: str) -> None:
     """``_name`` is used only in the module that defines it (imports and attribute reads)."""
     tree = TREES[module]
-    own = _private_definitions(tree)
-    elsewhere = set().union(*(_private_definitions(t) for m, t in TREES.items() if m != module))
+    own = PRIVATE[module]
+    elsewhere = set().union(*(names for m, names in PRIVATE.items() if m != module))
     crossing = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):

@@ -17,20 +17,9 @@ Reading needs numpy only: ``record`` (torch) is imported when first asked for, s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from lstmscope.lazy import lazy_api
 from lstmscope.store.reader import ActivationStore
 
-if TYPE_CHECKING:
-    from lstmscope.store.recorder import RecordSummary, record
-
-__all__ = ["ActivationStore", "RecordSummary", "record"]
-
-
-def __getattr__(name: str):
-    # Lazy: the recorder imports torch and the model, which a reader does not need.
-    if name in ("record", "RecordSummary"):
-        from lstmscope.store import recorder
-
-        return getattr(recorder, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Lazy: the recorder imports torch and the model, which a reader does not need.
+__getattr__, _recording = lazy_api(__name__, {"recorder": ["record", "RecordSummary"]})
+__all__ = ["ActivationStore", *_recording]
